@@ -1,0 +1,43 @@
+# Two commands on a fresh clone: `make datagen` (coming, issue #5) and `make test`.
+# Extra arguments reach every CLI through ARGS, e.g. make config ARGS="--config default run.name=x".
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint format bench config datagen clean
+
+setup: $(STAMP)
+
+# Reinstalls only when pyproject.toml changes; torch comes from the local wheel folder via pip (never uv).
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required, found " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) -m policy.bench_control $(ARGS)
+
+config: setup
+	$(PY) -m configs $(ARGS)
+
+datagen: setup
+	@echo "make datagen: not implemented yet; data generation is issue #5 (see README)." >&2; exit 2
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,163 @@
+"""Load a YAML config by name or path, apply `key.sub=value` overrides, validate it, and save it resolved."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ValidationError
+
+from configs.schema import Config
+
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = "smoke"
+RESOLVED_NAME = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be loaded or is invalid; the message names every offending key."""
+
+    def __init__(self, problems: Sequence[str], source: str = "") -> None:
+        self.problems = list(problems)
+        head = f"invalid configuration{f' ({source})' if source else ''}:"
+        super().__init__("\n  ".join([head, *self.problems]))
+
+
+def available_configs() -> list[str]:
+    """Return the names of the YAML configs shipped in configs/."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_path(name: str | os.PathLike[str]) -> Path:
+    """Return the YAML file for a config name (`smoke`) or path, or raise ConfigError."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p.resolve()
+    shipped = CONFIG_DIR / f"{p.name}.yaml"
+    if p.parent == Path(".") and shipped.is_file():
+        return shipped
+    raise ConfigError([f"config {str(name)!r} not found; shipped configs: {', '.join(available_configs())}"])
+
+
+def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> Any:
+    if path in chain:
+        raise ConfigError([f"`extends` cycle: {' -> '.join(str(p) for p in (*chain, path))}"])
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError([f"cannot read {path}: {err}"]) from err
+    if not OmegaConf.is_dict(node):
+        raise ConfigError([f"{path}: top level must be a mapping of sections"])
+    base = node.pop("extends", None)
+    if base is None:
+        return node
+    base_path = Path(base) if Path(base).suffix else Path(base).with_suffix(".yaml")
+    if not base_path.is_absolute():
+        base_path = path.parent / base_path
+    return OmegaConf.merge(_read_tree(config_path(base_path), (*chain, path)), node)
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[str]:
+    """Check that every override reads `key.sub=value`; return them unchanged or raise ConfigError."""
+    bad = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
+    if bad:
+        raise ConfigError([f"override {o!r}: expected key.sub=value" for o in bad])
+    return list(overrides)
+
+
+def load_config(name: str | os.PathLike[str] = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> Config:
+    """Load a config by name or path, apply `key.sub=value` overrides and return it validated."""
+    path = config_path(name)
+    tree = _read_tree(path)
+    try:
+        if overrides:
+            tree = OmegaConf.merge(tree, OmegaConf.from_dotlist(parse_overrides(overrides)))
+        data = OmegaConf.to_container(tree, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError([str(err).splitlines()[0]], str(path)) from err
+    return validate_config(data, source=str(path))
+
+
+def validate_config(data: Any, source: str = "") -> Config:
+    """Validate a plain mapping into a Config, or raise ConfigError naming every bad key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError([_describe(e) for e in err.errors()], source) from None
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "<root>"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"{key}: unknown key; allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{key}: missing required key"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {msg}" if "got" in msg else f"{key}: {msg} (got {error.get('input')!r})"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """Return the resolved config as YAML text that `load_config` reads back to an equal Config."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: Config, directory: str | os.PathLike[str], filename: str = RESOLVED_NAME) -> Path:
+    """Write the resolved config next to an output, atomically (temp file then rename)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=out)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(config_to_yaml(cfg))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out / filename)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out / filename
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `--config NAME` and positional `key.sub=value` overrides to a CLI parser."""
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help=f"config name in configs/ ({', '.join(available_configs())}) or a YAML path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.sub=value",
+        help="override any config value, e.g. run.name=try1 sim.camera.width=320",
+    )
+    return parser
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
+    """Load the config named by parsed CLI arguments; a bad config exits with the error (status 2)."""
+    try:
+        return load_config(args.config, args.overrides)
+    except ConfigError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")

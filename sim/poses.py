@@ -1,0 +1,62 @@
+"""The CNS pose sampler: cameras on the upper hemisphere looking at the scene centre, drawn in pairs.
+
+A camera sits at distance r from the scene centre at azimuth a and elevation e (sin e uniform, so positions are
+uniform in area on the sphere band), looks at the centre with its image y axis pointing down the meridian, then
+turns by a small extra rotation Rz Ry Rx about its own axes (shared/notes/benchmark-protocol.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from configs.schema import PoseDistribution, PosePairConfig
+from sim.geometry import make_pose, pose_error, rot_x, rot_y, rot_z
+from sim.validate import as_array
+
+
+def hemisphere_pose(radius: float, azimuth: float, elevation: float, center: ArrayLike = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Return wTc of an OpenCV camera on the sphere looking at `center`, image y down the meridian (radians)."""
+    c = as_array(center, (3,), "center")
+    ca, sa, ce, se = np.cos(azimuth), np.sin(azimuth), np.cos(elevation), np.sin(elevation)
+    outward = np.array([ce * ca, ce * sa, se])
+    z = -outward
+    # Downhill along the meridian, -d(outward)/d(elevation); well defined at the pole, unlike look_at's up vector.
+    y = np.array([se * ca, se * sa, -ce])
+    x = np.cross(y, z)
+    return make_pose(np.stack([x, y, z], axis=1), c + radius * outward)
+
+
+def sample_pose(rng: np.random.Generator, dist: PoseDistribution, center: ArrayLike = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Draw one camera pose wTc from a CNS pose distribution."""
+    r = rng.uniform(*dist.radius)
+    az = np.radians(rng.uniform(*dist.azimuth_deg))
+    s_lo, s_hi = np.sin(np.radians(dist.elevation_deg))
+    el = np.arcsin(rng.uniform(s_lo, s_hi))
+    ext = dist.extra_rotation_deg
+    gz, gy, gx = (np.radians(rng.uniform(-m, m)) for m in (ext.z, ext.y, ext.x))
+    T = hemisphere_pose(r, az, el, center)
+    T[:3, :3] = T[:3, :3] @ rot_z(gz) @ rot_y(gy) @ rot_x(gx)
+    return T
+
+
+def sample_pose_pair(
+    rng: np.random.Generator, cfg: PosePairConfig, center: ArrayLike = (0.0, 0.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw (wTd, wTc): a desired and an initial pose, rejecting initial poses that already sit at the goal."""
+    wTd = sample_pose(rng, cfg.desired, center)
+    for _ in range(cfg.max_tries):
+        wTc = sample_pose(rng, cfg.initial, center)
+        te, re = pose_error(wTc, wTd)
+        if not (te < cfg.min_translation and re < cfg.min_rotation_deg):
+            return wTd, wTc
+    raise RuntimeError(
+        f"sample_pose_pair: {cfg.max_tries} initial poses all fell within {cfg.min_rotation_deg} deg and "
+        f"{cfg.min_translation} m of the desired pose; widen sim.poses.initial"
+    )
+
+
+def scene_scale(wTd: ArrayLike, center: ArrayLike = (0.0, 0.0, 0.0)) -> float:
+    """Return d*, the distance from the desired camera to the scene centre (1 in the unit world)."""
+    T = as_array(wTd, (4, 4), "wTd")
+    return float(np.linalg.norm(T[:3, 3] - as_array(center, (3,), "center")))
