@@ -58,9 +58,12 @@ def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     base = node.pop("extends", None)
     if base is None:
         return node
-    base_path = Path(base) if Path(base).suffix else Path(base).with_suffix(".yaml")
-    if not base_path.is_absolute():
-        base_path = path.parent / base_path
+    # A bare name means a sibling file if there is one, else a shipped config; anything else is a path.
+    if not Path(base).suffix and Path(base).name == base:
+        sibling = path.parent / f"{base}.yaml"
+        base_path = sibling if sibling.is_file() else config_path(base)
+    else:
+        base_path = Path(base) if Path(base).is_absolute() else path.parent / base
     return OmegaConf.merge(_read_tree(config_path(base_path), (*chain, path)), node)
 
 

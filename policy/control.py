@@ -276,10 +276,13 @@ def pose_from_matches(
     K: ArrayLike,
     *,
     prob: float = 0.999,
-    threshold_px: float = 1.0,
+    threshold_px: float = 3.0,
     min_inliers: int = 8,
 ) -> PoseEstimate:
-    """Estimate dTc (R, unit t) from matched pixels with OpenCV's essential matrix, RANSAC and recoverPose."""
+    """Estimate dTc (R, unit t) from matched pixels with OpenCV's essential matrix, RANSAC and recoverPose.
+
+    The defaults (p = 0.999, 3 px) are those of the CNS classical baselines.
+    """
     import cv2  # OpenCV is only needed by matcher-based controllers, keep `import policy` light.
 
     pc = as_array(px_cur, (None, 2), "px_cur")

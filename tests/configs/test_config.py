@@ -94,11 +94,13 @@ def test_unknown_config_and_extends_cycle(tmp_path: Path) -> None:
         load_config(tmp_path / "a.yaml")
 
 
-def test_a_user_file_can_extend_a_shipped_config(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "configs" / "smoke.yaml", tmp_path / "base.yaml")
-    (tmp_path / "mine.yaml").write_text("extends: base\nrun:\n  name: mine\n  root: ${run.name}_out\n")
+def test_a_user_file_can_extend_a_shipped_or_a_sibling_config(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("extends: default\nrun:\n  name: mine\n  root: ${run.name}_out\n")
     cfg = load_config(tmp_path / "mine.yaml")
     assert cfg.run.name == "mine" and cfg.run.root == "mine_out"  # interpolation resolves after merging
+    assert cfg.sim.camera.width == 512  # from the shipped default.yaml
+    shutil.copy(ROOT / "configs" / "smoke.yaml", tmp_path / "default.yaml")
+    assert load_config(tmp_path / "mine.yaml").sim.camera.width == 256  # a sibling file wins
 
 
 def test_saved_config_reloads_identically(tmp_path: Path) -> None:
