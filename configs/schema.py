@@ -6,7 +6,7 @@ keys, so a typo is an error that names the key instead of a silently ignored set
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -23,8 +23,24 @@ def _ordered(r: tuple[float, float]) -> tuple[float, float]:
     return r
 
 
+def _nonnegative(r: tuple[float, float]) -> tuple[float, float]:
+    if r[0] < 0:
+        raise ValueError(f"range must not be negative, got [{r[0]}, {r[1]}]")
+    return r
+
+
+def _unit_interval(r: tuple[float, float]) -> tuple[float, float]:
+    if r[0] < 0 or r[1] > 1:
+        raise ValueError(f"range must lie in [0, 1], got [{r[0]}, {r[1]}]")
+    return r
+
+
 Range = Annotated[tuple[float, float], AfterValidator(_ordered)]
+PositiveRange = Annotated[tuple[float, float], AfterValidator(_ordered), AfterValidator(_nonnegative)]
+UnitRange = Annotated[tuple[float, float], AfterValidator(_ordered), AfterValidator(_unit_interval)]
+CountRange = Annotated[tuple[int, int], AfterValidator(_ordered), AfterValidator(_nonnegative)]
 Angle = Annotated[float, Field(ge=0.0, le=180.0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class RunConfig(Section):
@@ -91,11 +107,83 @@ class PosePairConfig(Section):
     max_tries: int = Field(ge=1, description="give up (error) after this many rejected draws")
 
 
+class RendererConfig(Section):
+    """Which render backend draws the scenes, and its options."""
+
+    backend: Literal["mujoco", "isaac"]
+    shadows: bool = Field(description="shadow-casting lights (costly on a CPU)")
+    shadow_size: int = Field(ge=128, le=8192)
+
+
+class AssetsConfig(Section):
+    """Where meshes and textures come from, and which split of them a run uses."""
+
+    split: Literal["train", "heldout"]
+    heldout_fraction: float = Field(ge=0.0, lt=1.0)
+    procedural_meshes: bool
+    procedural_textures: bool
+    mesh_dirs: list[str] = Field(description="GSO, OmniObject3D or plain folders of OBJ/GLB/PLY meshes")
+    texture_dirs: list[str] = Field(description="folders of JPG/PNG images for object and ground textures")
+    sky_dirs: list[str] = Field(description="folders of equirectangular environment maps")
+    cache_dir: str | None = Field(description="where folder indexes are cached; null: next to each folder")
+
+
+class EffectsConfig(Section):
+    """Camera effects drawn per scene and applied to every image of it."""
+
+    prob: Probability
+    exposure: PositiveRange
+    blur_sigma: PositiveRange = Field(description="Gaussian blur, pixels")
+    noise_std: PositiveRange = Field(description="additive Gaussian noise, 0-255 units")
+
+
+class SceneConfig(Section):
+    """The random scene: objects dropped in a disc and settled, ground, sky, lights and materials (metres)."""
+
+    objects: CountRange
+    object_size: PositiveRange = Field(description="largest extent of an object, metres")
+    drop_radius: float = Field(gt=0.0)
+    settle_seconds: float = Field(ge=0.0, le=30.0)
+    textureless_prob: Probability
+    ground_textureless_prob: Probability
+    ground_tile: PositiveRange = Field(description="metres per repeat of the ground texture")
+    sky_image_prob: Probability = Field(description="chance of a sky image instead of a plain gradient")
+    lights: CountRange
+    light_intensity: PositiveRange
+    light_elevation_deg: Range
+    light_tint: float = Field(ge=0.0, le=1.0, description="largest departure of a light's colour from white")
+    ambient: PositiveRange
+    specular: UnitRange
+    shininess: UnitRange
+    effects: EffectsConfig
+
+    @field_validator("objects", "lights")
+    @classmethod
+    def _at_least_one(cls, r: tuple[int, int]) -> tuple[int, int]:
+        if r[0] < 1:
+            raise ValueError(f"need at least 1, got [{r[0]}, {r[1]}]")
+        return r
+
+
+class EnvConfig(Section):
+    """The servo episode: the scene scale d*, the control period and when an episode ends."""
+
+    scene_scale: float = Field(gt=0.0, description="d*, desired camera to scene centre; 1 in the unit world")
+    dt: float = Field(gt=0.0, le=1.0)
+    max_steps: int = Field(ge=1)
+    min_height: float = Field(description="end the episode below this camera height, in units of d*")
+    max_distance: float = Field(gt=0.0, description="end the episode beyond this distance from the centre, x d*")
+
+
 class SimConfig(Section):
     """The simulated world."""
 
     camera: CameraConfig
     poses: PosePairConfig
+    renderer: RendererConfig
+    assets: AssetsConfig
+    scene: SceneConfig
+    env: EnvConfig
 
 
 class Config(Section):

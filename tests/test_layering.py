@@ -11,11 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["configs", "sim", "assets", "policy", "datagen", "training"]
-# Which project packages each package may import. configs is a leaf of plain data every layer may use.
+# Which project packages each package may import. configs (plain data) and assets (meshes and textures) are
+# leaves below sim: the scene sampler in sim draws from the asset catalogue.
 ALLOWED = {
     "configs": set(),
-    "sim": {"configs"},
-    "assets": {"configs", "sim"},
+    "assets": set(),
+    "sim": {"configs", "assets"},
     "policy": {"configs", "sim"},
     "datagen": {"configs", "sim", "assets", "policy"},
     "training": {"configs", "sim", "assets", "policy", "datagen"},
@@ -42,7 +43,8 @@ def test_imports_flow_one_way(package: str) -> None:
 
 def test_light_packages_do_not_load_heavy_backends() -> None:
     code = (
-        "import sys, configs, sim, sim.geometry, sim.camera, sim.poses, policy, policy.control\n"
+        "import sys, configs, assets, sim, sim.geometry, sim.camera, sim.poses, sim.render, sim.scene\n"
+        "import policy, policy.control\n"
         "heavy = {'mujoco', 'isaacsim', 'ray', 'wandb', 'omni', 'zarr'} & set(sys.modules)\n"
         "print(sorted(heavy))"
     )
