@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format bench config datagen clean
+.PHONY: setup test lint format bench config preview datagen clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,12 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 
 bench: setup
-	$(PY) -m policy.bench_control $(ARGS)
+	$(PY) -m policy.bench_control
+	$(PY) -m assets.bench
+	$(PY) -m sim.bench $(ARGS)
+
+preview: setup
+	$(PY) -m sim.preview $(ARGS)
 
 config: setup
 	$(PY) -m configs $(ARGS)

@@ -62,3 +62,26 @@ def test_egl_failure_falls_back_to_osmesa(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("MUJOCO_GL", raising=False)
     monkeypatch.setattr(mujoco_gl, "_probe", lambda platform: None if platform == "osmesa" else "no EGL display")
     assert mujoco_gl.choose_platform() == "osmesa"
+
+
+def test_equirectangular_sky_appears_in_the_right_directions() -> None:
+    # A sky whose red channel codes longitude and green codes latitude; the centre pixel of a narrow camera
+    # looking in a known direction must show that direction's code.
+    w, h = 720, 360
+    lon = (np.arange(w) + 0.5) / w * 2 * np.pi - np.pi
+    lat = np.pi / 2 - (np.arange(h) + 0.5) / h * np.pi
+    L, A = np.meshgrid(lon, lat)
+    sky = (np.stack([(L + np.pi) / (2 * np.pi), (A + np.pi / 2) / np.pi, np.full_like(L, 0.5)], -1) * 255).astype(
+        np.uint8
+    )
+    from sim.scene import SkySpec
+
+    with make_renderer("mujoco", 33, 33) as r:
+        r.load(SceneSpec(sky=SkySpec(image=sky), lights=()))
+        cam = Camera.canonical(33, focal_scale=3.0)
+        for direction in ([1, 0, 0.1], [0, 1, 0.3], [-0.5, -1, 0.5], [0.2, -0.1, 1.0], [0.3, 0.2, -1.0]):
+            d = np.asarray(direction, float) / np.linalg.norm(direction)
+            c = r.render(cam.K, look_at([0, 0, 0], d, up=[0, 0.3, 1] if abs(d[2]) < 0.9 else [1, 0, 0])).rgb[16, 16]
+            got_lon, got_lat = c[0] / 255 * 360 - 180, c[1] / 255 * 180 - 90
+            assert got_lon == pytest.approx(np.degrees(np.arctan2(d[1], d[0])), abs=4.0)
+            assert got_lat == pytest.approx(np.degrees(np.arcsin(d[2])), abs=4.0)

@@ -1,0 +1,365 @@
+"""Loaders for assets that users download: scanned-object datasets, mesh folders, texture and environment-map folders.
+
+Supported mesh layouts (`MeshFolder(root, layout=...)`):
+
+- "gso", Google Scanned Objects as unpacked from Gazebo Fuel: `<root>/<model>/meshes/model.obj`, texture
+  `<root>/<model>/materials/textures/texture.png`. The entry name is `<model>` (its path relative to root).
+- "omniobject3d", the raw scans of OmniObject3D (`raw_scans/<category>/<category>_<NNN>/Scan/Scan.obj` with
+  `Scan.mtl` and `Scan.jpg` beside it, per the dataset's README). Any `<object>/Scan/Scan.obj` under root is found, so
+  root may be the dataset root, `raw_scans`, one category, or the per-category archives untarred side by side. The
+  entry name is the object folder relative to root, e.g. `raw_scans/apple/apple_001`.
+- "files": every OBJ, GLB, GLTF, PLY, STL or OFF file under root, recursively; the name is its relative path.
+- "auto" (default): each file by its own pattern; GSO and OmniObject3D models first, then any other mesh file.
+
+Meshes are read with trimesh (scenes merged into one mesh), keep their UVs and texture image when they have them, get
+decimated to a face budget (see `assets.decimation`), and are centred at their bounding-box centre and scaled so their
+largest extent equals the size the caller asks for. Vertex colours are not kept (the scene sampler picks a material).
+
+Images (`ImageFolder`, `load_image`) are PNG, JPEG, BMP, TIFF, Radiance HDR and OpenEXR when the installed OpenCV can
+decode it (the opencv-python-headless 5.0 wheel cannot; convert EXR to HDR). High-dynamic-range images are tonemapped
+to uint8 (`tonemap`). Environment maps are expected to be equirectangular (width = 2 x height).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import trimesh
+from PIL import Image
+
+from assets.decimation import decimate
+from assets.folder_index import cached_index
+from assets.mesh import Mesh
+
+MESH_SUFFIXES: tuple[str, ...] = (".obj", ".glb", ".gltf", ".ply", ".stl", ".off")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".hdr", ".exr")
+MESH_LAYOUTS: tuple[str, ...] = ("auto", "gso", "omniobject3d", "files")
+# A CPU rasteriser draws 20k triangles per object comfortably; scans come with 100k to 1M.
+DEFAULT_MAX_FACES = 20_000
+DEFAULT_MAX_TEXTURE = 1024
+
+Layout = Literal["auto", "gso", "omniobject3d", "files"]
+
+_EXPECTED = {
+    "gso": "Google Scanned Objects models: <root>/<model>/meshes/model.obj (+ <model>/materials/textures/texture.png)",
+    "omniobject3d": "OmniObject3D raw scans: <root>/.../<object>/Scan/Scan.obj (+ Scan.jpg)",
+    "files": f"mesh files ({', '.join(MESH_SUFFIXES)}) anywhere below it",
+}
+
+
+@dataclass(frozen=True)
+class MeshEntry:
+    """One mesh of a folder: its name, mesh file, the texture file its layout names (if any) and the layout."""
+
+    name: str
+    mesh: Path
+    texture: Path | None
+    layout: str
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of a folder: its name (path relative to the folder) and file."""
+
+    name: str
+    path: Path
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# single files
+
+
+def load_mesh(
+    path: str | os.PathLike[str],
+    size: float,
+    texture_path: str | os.PathLike[str] | None = None,
+    max_faces: int = DEFAULT_MAX_FACES,
+    max_texture: int = DEFAULT_MAX_TEXTURE,
+    name: str | None = None,
+) -> Mesh:
+    """Read a mesh, keep its UVs and texture, cap its faces, centre it and scale its largest extent to `size`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mesh file {path} does not exist")
+    if not (np.isfinite(size) and size > 0):
+        raise ValueError(f"mesh size must be a positive number of metres, got {size}")
+    try:
+        loaded = trimesh.load(str(path), force="mesh")
+    except Exception as e:
+        raise ValueError(f"cannot read mesh {path}: {type(e).__name__}: {e} (expected {_EXPECTED['files']})") from e
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0 or len(loaded.vertices) < 4:
+        raise ValueError(f"mesh {path} has no triangles; is it empty or corrupt? (expected {_EXPECTED['files']})")
+
+    vertices = np.asarray(loaded.vertices, dtype=np.float64)
+    faces = np.asarray(loaded.faces, dtype=np.int64)
+    if not np.all(np.isfinite(vertices)):
+        raise ValueError(f"mesh {path} has NaN or infinite vertex coordinates")
+    uv, image = _uv_and_image(loaded)
+    if uv is not None and image is None and texture_path is not None:
+        # GSO's model.mtl names "texture.png" beside the OBJ while the file sits in materials/textures/,
+        # so trimesh finds no image; the layout knows where it is.
+        image = load_image(texture_path)
+    if len(faces) > max_faces:
+        vertices, faces, uv = decimate(vertices, faces, uv, max_faces)
+        if len(faces) > max_faces:
+            warnings.warn(f"{path}: decimated to {len(faces)} faces, above the budget of {max_faces}", stacklevel=2)
+    if len(faces) < 4 or len(vertices) < 4:
+        raise ValueError(f"mesh {path} has fewer than 4 usable triangles")
+
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    extent = float((hi - lo).max())
+    if not extent > 0:
+        raise ValueError(f"mesh {path} has zero extent (all vertices coincide)")
+    vertices = (vertices - (lo + hi) / 2) * (float(size) / extent)
+    if image is not None:
+        image = _fit(image, max_texture)
+    return Mesh(name or path.stem, vertices, faces, uv, image if uv is not None else None)
+
+
+def load_image(path: str | os.PathLike[str], size: int | None = None) -> np.ndarray:
+    """Read an image as RGB uint8 (H, W, 3), tonemapping HDR; `size` resizes its longer side (aspect kept)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {path} does not exist")
+    if path.suffix.lower() == ".exr":
+        # OpenCV 4 wheels can read EXR but refuse unless this is set before the first EXR read.
+        os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raw = _read_with_pillow(path)
+    else:
+        raw = _bgr_to_rgb(raw)
+    if raw is None:
+        hint = " (this OpenCV build cannot decode OpenEXR; convert it to .hdr)" if path.suffix.lower() == ".exr" else ""
+        raise ValueError(f"cannot read image {path}: not a readable {'/'.join(IMAGE_SUFFIXES)} file{hint}")
+    if raw.dtype == np.uint8:
+        image = raw
+    elif raw.dtype == np.uint16:
+        image = ((raw.astype(np.float32) / 257.0) + 0.5).astype(np.uint8)
+    elif np.issubdtype(raw.dtype, np.floating):
+        image = tonemap(raw)
+    else:
+        raise ValueError(f"image {path} has unsupported pixel type {raw.dtype}")
+    return _fit(np.ascontiguousarray(image), size, exact=True) if size is not None else image
+
+
+def tonemap(hdr: np.ndarray) -> np.ndarray:
+    """Linear HDR RGB (H, W, 3) to display uint8: exposure to a mid-grey key, Reinhard x / (1 + x), gamma 2.2."""
+    x = np.nan_to_num(np.maximum(np.asarray(hdr, dtype=np.float32), 0.0), posinf=0.0)
+    luminance = x @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    # The log-average luminance is what a camera's auto-exposure would meter; map it to 18 % grey.
+    key = float(np.exp(np.mean(np.log(1e-6 + luminance))))
+    x = x * (0.18 / max(key, 1e-6))
+    y = (x / (1.0 + x)) ** (1.0 / 2.2)
+    return (np.clip(y, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _uv_and_image(loaded: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    visual = loaded.visual
+    uv = getattr(visual, "uv", None) if getattr(visual, "kind", None) == "texture" else None
+    if uv is None:
+        return None, None
+    uv = np.asarray(uv, dtype=np.float64)
+    if uv.shape != (len(loaded.vertices), 2) or not np.all(np.isfinite(uv)):
+        return None, None
+    material = getattr(visual, "material", None)
+    image = getattr(material, "image", None)
+    if image is None:
+        image = getattr(material, "baseColorTexture", None)  # glTF materials are PBR
+    if image is None:
+        return uv, None
+    array = np.asarray(image.convert("RGB"))
+    # trimesh invents a 2x2 grey image for UVs without a texture (PLY); that is not the object's appearance.
+    if array.shape[0] * array.shape[1] < 16:
+        return uv, None
+    return uv, array
+
+
+def _read_with_pillow(path: Path) -> np.ndarray | None:
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("F", "I", "I;16"):
+                a = np.asarray(im, dtype=np.float32)
+                return np.repeat(a[..., None] / max(float(a.max()), 1.0), 3, axis=2)
+            return np.asarray(im.convert("RGB"))
+    except Exception:
+        return None
+
+
+def _bgr_to_rgb(raw: np.ndarray) -> np.ndarray:
+    if raw.ndim == 2:
+        return np.repeat(raw[..., None], 3, axis=2)
+    if raw.shape[2] == 1 or raw.shape[2] == 2:  # grey, or grey + alpha
+        return np.repeat(raw[..., :1], 3, axis=2)
+    return raw[..., 2::-1]  # BGR(A) -> RGB, alpha dropped
+
+
+def _fit(image: np.ndarray, size: int | None, exact: bool = False) -> np.ndarray:
+    """Resize so the longer side is `size` (only shrink unless exact), keeping the aspect ratio."""
+    if size is None:
+        return image
+    if int(size) < 1:
+        raise ValueError(f"image size must be a positive number of pixels, got {size}")
+    h, w = image.shape[:2]
+    longest = max(h, w)
+    if longest == size or (not exact and longest < size):
+        return image
+    scale = size / longest
+    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return np.ascontiguousarray(cv2.resize(np.ascontiguousarray(image), shape, interpolation=interpolation))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# folders
+
+
+class MeshFolder:
+    """The meshes of a downloaded dataset or plain folder, listed once and cached (see `assets.folder_index`)."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], layout: Layout = "auto", cache_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        if layout not in MESH_LAYOUTS:
+            raise ValueError(f"unknown mesh layout {layout!r}; expected one of: {', '.join(MESH_LAYOUTS)}")
+        self.root = _existing_folder(root, "mesh")
+        self.layout = layout
+        index = cached_index(self.root, f"meshes:{layout}", lambda files: _classify_meshes(files, layout), cache_dir)
+        # The cached index holds paths relative to root, so it stays valid if the dataset is moved or mounted elsewhere.
+        self.entries: tuple[MeshEntry, ...] = tuple(
+            MeshEntry(
+                e["name"],
+                self.root / e["mesh"],
+                None if e["texture"] is None else self.root / e["texture"],
+                e["layout"],
+            )
+            for e in index.entries
+        )
+        self.cache_path = index.cache_path
+        self.from_cache = index.from_cache
+        if not self.entries:
+            expected = (
+                "; or ".join(_EXPECTED[k] for k in ("gso", "omniobject3d", "files"))
+                if layout == "auto"
+                else _EXPECTED[layout]
+            )
+            raise ValueError(f"no meshes found under {self.root}: expected {expected}")
+        self._by_name = {e.name: i for i, e in enumerate(self.entries)}
+
+    @property
+    def names(self) -> list[str]:
+        """Entry names, sorted."""
+        return [e.name for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: int | str) -> MeshEntry:
+        return self.entries[self._index(key)]
+
+    def load(self, key: int | str, size: float, **kwargs: Any) -> Mesh:
+        """Load entry `key` (index or name) as a `Mesh` with largest extent `size` (keyword args go to load_mesh)."""
+        entry = self[key]
+        return load_mesh(entry.mesh, size, texture_path=entry.texture, name=entry.name, **kwargs)
+
+    def _index(self, key: int | str) -> int:
+        if isinstance(key, str):
+            if key not in self._by_name:
+                raise KeyError(f"no mesh named {key!r} under {self.root}")
+            return self._by_name[key]
+        return range(len(self.entries))[key]
+
+
+class ImageFolder:
+    """The images (textures or equirectangular environment maps) under a folder, listed once and cached."""
+
+    def __init__(self, root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.root = _existing_folder(root, "image")
+        index = cached_index(self.root, "images", _classify_images, cache_dir)
+        entries = [ImageEntry(e["name"], self.root / e["path"]) for e in index.entries]
+        exr = [e for e in entries if e.path.suffix.lower() == ".exr"]
+        note = ""
+        if exr and not cv2.haveImageReader(str(exr[0].path)):
+            # Decided here rather than in the cached index: the same folder may be read by machines whose OpenCV differ.
+            entries = [e for e in entries if e.path.suffix.lower() != ".exr"]
+            note = f" ({len(exr)} .exr files skipped: this OpenCV build cannot decode OpenEXR; convert them to .hdr)"
+            if entries:
+                warnings.warn(f"{self.root}:{note}", stacklevel=2)
+        if not entries:
+            raise ValueError(f"no images found under {self.root}: expected {', '.join(IMAGE_SUFFIXES)} files{note}")
+        self.entries: tuple[ImageEntry, ...] = tuple(entries)
+        self.cache_path = index.cache_path
+        self.from_cache = index.from_cache
+        self._by_name = {e.name: i for i, e in enumerate(self.entries)}
+
+    @property
+    def names(self) -> list[str]:
+        """Entry names (paths relative to root), sorted."""
+        return [e.name for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: int | str) -> ImageEntry:
+        if isinstance(key, str):
+            if key not in self._by_name:
+                raise KeyError(f"no image named {key!r} under {self.root}")
+            return self.entries[self._by_name[key]]
+        return self.entries[range(len(self.entries))[key]]
+
+    def load(self, key: int | str, size: int | None = None) -> np.ndarray:
+        """Entry `key` (index or name) as RGB uint8 (H, W, 3); `size` resizes its longer side."""
+        return load_image(self[key].path, size)
+
+
+def _existing_folder(root: str | os.PathLike[str], what: str) -> Path:
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what} folder {path} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{what} folder {path} is not a directory")
+    return path.resolve()
+
+
+def _classify_meshes(files: list[str], layout: str) -> list[dict[str, Any]]:
+    present = set(files)
+    gso: list[dict[str, Any]] = []
+    omni: list[dict[str, Any]] = []
+    claimed: list[str] = []
+    for f in files:
+        p = PurePosixPath(f)
+        if p.name == "model.obj" and p.parent.name == "meshes" and layout in ("auto", "gso"):
+            model = p.parent.parent
+            texture = (model / "materials" / "textures" / "texture.png").as_posix()
+            gso.append(_mesh_entry(model, f, texture if texture in present else None, "gso"))
+            claimed.append(model.as_posix())
+        elif p.name == "Scan.obj" and p.parent.name == "Scan" and layout in ("auto", "omniobject3d"):
+            obj = p.parent.parent
+            textures = [(p.parent / n).as_posix() for n in ("Scan.jpg", "Scan.png", "Scan.jpeg")]
+            texture = next((t for t in textures if t in present), None)
+            omni.append(_mesh_entry(obj, f, texture, "omniobject3d"))
+            claimed.append(obj.as_posix())
+    plain: list[dict[str, Any]] = []
+    if layout in ("auto", "files"):
+        # In "auto", a file inside a recognised model folder (a second LOD, a collision mesh) is not its own object.
+        prefixes = tuple("" if c == "." else c + "/" for c in claimed) if layout == "auto" else ()
+        for f in files:
+            if PurePosixPath(f).suffix.lower() in MESH_SUFFIXES and not (prefixes and f.startswith(prefixes)):
+                plain.append({"name": f, "mesh": f, "texture": None, "layout": "files"})
+    return sorted(gso + omni + plain, key=lambda e: e["name"])
+
+
+def _mesh_entry(folder: PurePosixPath, mesh: str, texture: str | None, layout: str) -> dict[str, Any]:
+    # A root that is itself one model folder has the relative path "."; name it after the mesh's layout instead.
+    name = folder.as_posix() if folder.as_posix() != "." else layout
+    return {"name": name, "mesh": mesh, "texture": texture, "layout": layout}
+
+
+def _classify_images(files: list[str]) -> list[dict[str, Any]]:
+    return [{"name": f, "path": f} for f in files if PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES]
