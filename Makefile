@@ -32,6 +32,7 @@ format: setup
 
 bench: setup
 	$(PY) -m policy.bench_control
+	$(PY) -m policy.bench
 	$(PY) -m assets.bench
 	$(PY) -m sim.bench $(ARGS)
 

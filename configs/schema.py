@@ -186,8 +186,81 @@ class SimConfig(Section):
     env: EnvConfig
 
 
+class BackboneConfig(Section):
+    """The image encoder: a small CNN (CPU work), any timm ViT (DINOv2/v3, C-RADIOv3, ...), or RADIO via torch.hub."""
+
+    kind: Literal["cnn", "timm", "radio_hub"]
+    model: str = Field(min_length=1, description="timm model name, or the RADIO version for radio_hub")
+    weights: str | None = Field(description="local weights file; null: random initialisation")
+    repo: str | None = Field(description="local clone of the torch.hub repository (radio_hub only)")
+    freeze: bool
+    dim: int = Field(ge=8, le=4096, description="output width of the cnn backbone (ignored for ViTs)")
+    model_args: dict[str, int | float | str | bool] = Field(description="extra timm.create_model arguments")
+
+
+class TransformerConfig(Section):
+    """Self- and cross-attention over both images' patch tokens with 2-D axial RoPE (shared weights)."""
+
+    dim: int = Field(ge=16, le=4096)
+    depth: int = Field(ge=0, le=32)
+    heads: int = Field(ge=1, le=64)
+    mlp_ratio: float = Field(gt=0.0, le=16.0)
+    rope_temperature: float = Field(gt=1.0)
+
+
+class ControllerConfig(Section):
+    """The velocity head: a transformer over current-image tokens conditioned on the matching representation."""
+
+    representation: Literal["p", "s", "m"] = Field(description="phi_P (Eq. 16), phi_S (resampled S), phi_M (matches)")
+    anchors: int = Field(ge=2, le=64, description="K: the K x K anchor grid of P")
+    fine_features: bool
+    fine_dim: int = Field(ge=4, le=1024)
+    dim: int = Field(ge=16, le=4096)
+    depth: int = Field(ge=1, le=32)
+    heads: int = Field(ge=1, le=64)
+
+
+class LossConfig(Section):
+    """Weights of the loss terms (Eq. 23, plus the optional auxiliary coarse-matching loss)."""
+
+    norm: float = Field(ge=0.0)
+    direction: float = Field(ge=0.0)
+    aux_match: float = Field(ge=0.0, description="0 turns the auxiliary coarse-matching loss off")
+
+
+class ServoConfig(Section):
+    """How `Servo` turns predictions into commands."""
+
+    aware: bool = Field(description="denormalise with the real K and d* (paper Eq. 18-21)")
+    hybrid: bool = Field(description="hybrid law (Eq. 24) until the gravity centres meet, then PBVS")
+    switch_threshold: float = Field(gt=0.0, description="PBVS once |x_g - x_g*| < this x sqrt(N16), patch units")
+    max_linear: float = Field(gt=0.0, description="m/s after denormalisation")
+    max_angular: float = Field(gt=0.0, description="rad/s")
+
+
+class PolicyConfig(Section):
+    """The CNSv2 network and its runtime."""
+
+    input_size: tuple[int, int] = Field(description="(W, H) the network sees; Servo resizes other images to it")
+    backbone: BackboneConfig
+    transformer: TransformerConfig
+    controller: ControllerConfig
+    loss: LossConfig
+    servo: ServoConfig
+    precision: Literal["bf16", "fp16", "fp32"] = Field(description="autocast dtype on CUDA; CPU always runs fp32")
+    compile: bool
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int]) -> tuple[int, int]:
+        if min(size) < 16:
+            raise ValueError(f"input_size must be at least 16 x 16, got {list(size)}")
+        return size
+
+
 class Config(Section):
     """The whole configuration of a run."""
 
     run: RunConfig
     sim: SimConfig
+    policy: PolicyConfig

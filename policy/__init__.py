@@ -1,1 +1,29 @@
-"""policy package."""
+"""Controllers: classical control laws, the CNSv2 network, checkpoints and the closed-loop Servo API.
+
+`from policy import p2g, Servo, build_policy, save_checkpoint, load_checkpoint` imports torch only when one of the
+network names is first used, so code that needs the control laws alone stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "p2g": "policy.representation",
+    "CNSv2Policy": "policy.network",
+    "PolicyOutput": "policy.network",
+    "Servo": "policy.servo",
+    "ServoOutput": "policy.servo",
+    "build_policy": "policy.checkpoint",
+    "save_checkpoint": "policy.checkpoint",
+    "load_checkpoint": "policy.checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'policy' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

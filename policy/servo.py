@@ -1,0 +1,135 @@
+"""Servo: the closed-loop API that evaluation, DAgger and a real robot use.
+
+`Servo(policy, desired_rgb, K, scene_scale)` encodes the desired image once; `step(rgb)` returns the camera velocity
+in real units: the network's normalised prediction, denormalised for the real camera and scene scale (Eq. 18-21),
+through the hybrid law (Eq. 24) until the image gravity centres meet, then PBVS (Sec. III.G), clamped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+
+from configs.schema import ServoConfig
+from policy.control import (
+    SingularLawWarning,
+    clamp_velocity,
+    denormalize_velocity,
+    hybrid,
+    pbvs_inverse,
+)
+from policy.network import CNSv2Policy, images_to_tensor
+from sim.camera import Camera
+from sim.validate import as_positive
+
+
+@dataclass(frozen=True)
+class ServoOutput:
+    """One control step. Gravity centres are pixels of the caller's image; velocities are camera-frame twists."""
+
+    velocity: np.ndarray  # (6,) m/s and rad/s, clamped; zero when not ok
+    velocity_unit: np.ndarray  # (6,) the network's normalised prediction (unit world, lambda = 1)
+    mode: str  # "hybrid" or "pbvs"
+    gravity_cur: np.ndarray  # (2,)
+    gravity_des: np.ndarray  # (2,)
+    confidence: float  # mean dual-softmax matching confidence, in [0, 1]
+    ok: bool  # False when the network produced a non-finite output
+
+
+def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    shrink = size[0] < rgb.shape[1]
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _check_image(rgb: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"{name}: expected a uint8 RGB image (H, W, 3), got {a.dtype} {a.shape}")
+    return a
+
+
+class Servo:
+    """Closed-loop visual servoing towards one desired image with a CNSv2 policy."""
+
+    def __init__(
+        self,
+        policy: CNSv2Policy,
+        desired_rgb: np.ndarray,
+        K: ArrayLike,
+        scene_scale: float,
+        *,
+        cfg: ServoConfig | None = None,
+    ) -> None:
+        self.policy = policy.eval()
+        self.cfg = cfg if cfg is not None else policy.cfg.servo
+        self.device = next(policy.parameters()).device
+        des = _check_image(desired_rgb, "desired_rgb")
+        self.image_size = (des.shape[1], des.shape[0])
+        self.camera = Camera(np.asarray(K, dtype=np.float64), *self.image_size)
+        self.scene_scale = as_positive(scene_scale, "scene_scale")
+        self.input_size = tuple(policy.cfg.input_size)
+        self.net_camera = self.camera.resize(*self.input_size)
+        # The unit world's camera has f = W at the network's input size; anything else is a focal-length change.
+        self.focal_scale = self.net_camera.fx / self.input_size[0]
+        with torch.inference_mode():
+            self.cache = policy.encode_desired(images_to_tensor(_resize(des, self.input_size), self.device))
+        self.pbvs_latched = not self.cfg.hybrid
+        self.steps = 0
+
+    def _to_caller_px(self, g_patch: np.ndarray) -> np.ndarray:
+        # Patch centre (i + 0.5) * p - 0.5 in network pixels, then pixel-edge-aligned back to the caller's image.
+        p = self.policy.patch
+        net_px = (g_patch + 0.5) * p - 0.5
+        s = np.array(self.image_size, float) / np.array(self.input_size, float)
+        return (net_px + 0.5) * s - 0.5
+
+    @torch.inference_mode()
+    def step(self, rgb: np.ndarray) -> ServoOutput:
+        """Return the velocity that moves the camera towards the desired view, from the current image."""
+        cur = _check_image(rgb, "rgb")
+        if (cur.shape[1], cur.shape[0]) != self.image_size:
+            w, h = self.image_size
+            raise ValueError(f"rgb: expected {w}x{h} like the desired image, got {cur.shape[1]}x{cur.shape[0]}")
+        out = self.policy(images_to_tensor(_resize(cur, self.input_size), self.device), self.cache)
+        self.steps += 1
+        v_unit = out.vel[0].float().cpu().numpy().astype(np.float64)
+        g_cur = out.gravity_cur[0].float().cpu().numpy().astype(np.float64)
+        g_des = out.gravity_des[0].float().cpu().numpy().astype(np.float64)
+        conf = float(out.confidence[0].float().mean())
+        gc_px, gd_px = self._to_caller_px(g_cur), self._to_caller_px(g_des)
+        if not (np.all(np.isfinite(v_unit)) and np.all(np.isfinite(g_cur)) and np.all(np.isfinite(g_des))):
+            mode = "pbvs" if self.pbvs_latched else "hybrid"
+            return ServoOutput(np.zeros(6), v_unit, mode, gc_px, gd_px, conf, False)
+
+        d, sf = (self.scene_scale, self.focal_scale) if self.cfg.aware else (1.0, 1.0)
+        v_pbvs = denormalize_velocity(v_unit, d, sf)
+        h, w = out.grid
+        if not self.pbvs_latched and np.linalg.norm(g_cur - g_des) < self.cfg.switch_threshold * np.sqrt(h * w):
+            self.pbvs_latched = True  # Sec. III.G: once the gravity centres meet, PBVS for the rest of the episode
+        vel, mode = v_pbvs, "pbvs"
+        if not self.pbvs_latched:
+            vel, mode = self._hybrid(v_pbvs, d, g_cur, g_des)
+        vel = clamp_velocity(vel, self.cfg.max_linear, self.cfg.max_angular)
+        return ServoOutput(vel, v_unit, mode, gc_px, gd_px, conf, True)
+
+    def _hybrid(self, v_pbvs: np.ndarray, d: float, g_cur: np.ndarray, g_des: np.ndarray) -> tuple[np.ndarray, str]:
+        T = pbvs_inverse(v_pbvs)
+        p = self.policy.patch
+        # Gravity centres in normalised coordinates of the network's image (patch centre -> pixel -> x, y).
+        xg, xg_des = self.net_camera.normalize(np.stack([g_cur, g_des]) * p + 0.5 * p - 0.5)
+        R, t = T[:3, :3], T[:3, 3]
+        # The desired gravity point sits at depth ~ d* in the desired camera; move it into the current camera.
+        Zg = float((R.T @ (d * np.append(xg_des, 1.0) - t))[2])
+        if Zg <= 0:
+            return v_pbvs, "pbvs"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SingularLawWarning)
+            vel, mode = hybrid(T, xg, Zg, xg_des, 1.0, return_mode=True)
+        return vel, mode

@@ -1,0 +1,107 @@
+"""The closed-loop Servo API: units, modes, resizing, clamping and failure handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from configs import load_config
+from policy import Servo, build_policy
+from policy.control import denormalize_velocity
+from sim import ServoEnv
+from sim.camera import Camera
+
+
+@pytest.fixture(scope="module")
+def episode() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with ServoEnv(load_config("smoke", ["sim.camera.width=128", "sim.camera.height=128"]).sim) as env:
+        cur = env.reset(3)
+        return env.desired_frame().rgb, cur.rgb, env.camera.K
+
+
+def _policy(*overrides: str):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    return build_policy(load_config("smoke", ["policy.input_size=[128,128]", *overrides]).policy)
+
+
+def test_step_returns_a_real_velocity_and_diagnostics(episode) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    servo = Servo(_policy(), des, K, scene_scale=1.0)
+    out = servo.step(cur)
+    assert out.ok and out.velocity.shape == (6,) and np.all(np.isfinite(out.velocity))
+    assert out.mode in ("hybrid", "pbvs")
+    assert out.gravity_cur.shape == (2,) and out.gravity_des.shape == (2,)
+    assert np.all((out.gravity_cur >= -0.5) & (out.gravity_cur <= 127.5))
+    assert 0.0 <= out.confidence <= 1.0
+    cfg = servo.cfg
+    assert np.linalg.norm(out.velocity[:3]) <= cfg.max_linear + 1e-9
+    assert np.linalg.norm(out.velocity[3:]) <= cfg.max_angular + 1e-9
+
+
+def test_pbvs_mode_is_the_denormalised_prediction(episode) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.hybrid=false", "policy.servo.max_linear=1e6", "policy.servo.max_angular=1e6")
+    aware = Servo(policy, des, K, scene_scale=2.0).step(cur)
+    assert aware.mode == "pbvs"
+    np.testing.assert_allclose(aware.velocity, denormalize_velocity(aware.velocity_unit, 2.0, 1.0), atol=1e-12)
+    unaware = Servo(policy, des, K, scene_scale=2.0, cfg=policy.cfg.servo.model_copy(update={"aware": False}))
+    out = unaware.step(cur)
+    np.testing.assert_allclose(out.velocity, out.velocity_unit, atol=1e-12)
+    np.testing.assert_allclose(aware.velocity[:3], 2.0 * out.velocity[:3], rtol=1e-5, atol=1e-7)
+
+
+def test_switches_to_pbvs_once_the_gravity_centres_meet(episode) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.switch_threshold=1e9")  # any distance counts as met
+    servo = Servo(policy, des, K, scene_scale=1.0)
+    assert servo.step(cur).mode == "pbvs" and servo.pbvs_latched
+    hybrid = Servo(_policy("policy.servo.switch_threshold=1e-9"), des, K, scene_scale=1.0)
+    assert hybrid.step(cur).mode == "hybrid"
+
+
+def test_other_image_sizes_are_resized_with_k(episode) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+
+    des, cur, K = episode
+    big_des = cv2.resize(des, (256, 256), interpolation=cv2.INTER_LINEAR)
+    big_cur = cv2.resize(cur, (256, 256), interpolation=cv2.INTER_LINEAR)
+    K_big = Camera(K, 128, 128).resize(256, 256).K
+    servo = Servo(_policy(), big_des, K_big, scene_scale=1.0)
+    assert servo.focal_scale == pytest.approx(1.0, abs=1e-9)  # same view, same canonical focal length
+    out = servo.step(big_cur)
+    assert out.ok and np.all((out.gravity_cur >= -0.5) & (out.gravity_cur <= 255.5))
+    with pytest.raises(ValueError, match="like the desired image"):
+        servo.step(cur)
+
+
+def test_a_wider_lens_is_a_focal_scale(episode) -> None:  # type: ignore[no-untyped-def]
+    des, _, _ = episode
+    servo = Servo(_policy(), des, Camera.canonical(128, focal_scale=0.5).K, scene_scale=1.0)
+    assert servo.focal_scale == pytest.approx(0.5)
+
+
+def test_non_finite_predictions_give_zero_velocity_and_a_flag(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy()
+    servo = Servo(policy, des, K, scene_scale=1.0)
+    original = type(policy).forward
+
+    def broken(self, c, d):  # type: ignore[no-untyped-def]
+        out = original(self, c, d)
+        out.vel = out.vel * float("nan")
+        return out
+
+    monkeypatch.setattr(type(policy), "forward", broken)
+    out = servo.step(cur)
+    assert not out.ok and np.array_equal(out.velocity, np.zeros(6))
+
+
+def test_bad_inputs_are_named(episode) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    with pytest.raises(ValueError, match="desired_rgb"):
+        Servo(_policy(), des.astype(np.float32), K, scene_scale=1.0)
+    with pytest.raises(ValueError, match="scene_scale"):
+        Servo(_policy(), des, K, scene_scale=0.0)
+    with pytest.raises(ValueError, match="rgb: expected a uint8"):
+        Servo(_policy(), des, K, scene_scale=1.0).step(cur[..., :2])
