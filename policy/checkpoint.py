@@ -29,7 +29,12 @@ ARCHITECTURE = ("input_size", "backbone", "transformer", "controller")
 
 def build_policy(cfg: PolicyConfig) -> CNSv2Policy:
     """Build a CNSv2 policy from its config (random initialisation, or backbone weights from a local file)."""
-    return CNSv2Policy(cfg)
+    policy = CNSv2Policy(cfg)
+    if cfg.compile:
+        # In-place compilation keeps parameter names, so checkpoints stay interchangeable with eager models.
+        for module in (policy.backbone, policy.transformer, policy.controller):
+            module.compile()
+    return policy
 
 
 def save_checkpoint(policy: CNSv2Policy, path: str | os.PathLike[str], version: int, **extra: Any) -> Path:

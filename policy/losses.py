@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+from configs.schema import LossConfig
+from policy.matching import aux_match_loss
+
+if TYPE_CHECKING:
+    from policy.network import PolicyOutput
 
 MIN_NORM = 1e-6  # labels at the goal have |v| = 0, whose log-norm is -inf; clamp it
 
@@ -38,3 +46,25 @@ def velocity_losses(log_norm: Tensor, direction: Tensor, target: Tensor) -> tupl
 def label_log_norm(target: Tensor) -> Tensor:
     """The log-norm a perfect head outputs for labels `target` (B, 6)."""
     return sigma_inv(target.norm(dim=-1))
+
+
+def policy_loss(
+    out: PolicyOutput,
+    target: Tensor,
+    weights: LossConfig,
+    match: Tensor | None = None,
+    valid: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The training loss of one batch: weighted Eq. 23 terms plus the optional auxiliary coarse-matching loss.
+
+    Returns a dict with `total`, `norm`, `direction` and `aux_match` (zero when its weight is 0).
+    """
+    norm, direction = velocity_losses(out.log_norm, out.direction, target)
+    aux = torch.zeros((), device=norm.device)
+    if weights.aux_match > 0:
+        if match is None or valid is None:
+            raise ValueError("policy.loss.aux_match > 0 needs ground-truth coarse matches (coarse_match, coarse_valid)")
+        h, w = out.grid
+        aux = aux_match_loss(out.logits, match, valid, h, w)
+    total = weights.norm * norm + weights.direction * direction + weights.aux_match * aux
+    return {"total": total, "norm": norm, "direction": direction, "aux_match": aux}

@@ -38,3 +38,30 @@ def test_a_zero_label_only_trains_the_norm() -> None:
     (norm + direction).backward()
     assert float(direction.detach()) == 0.0 and torch.all(d.grad == 0)
     assert l.grad is not None and float(l.grad) != 0.0
+
+
+def test_policy_loss_weights_the_terms_and_needs_matches_for_the_aux_term() -> None:
+    import pytest
+
+    from configs import load_config
+    from policy import build_policy
+
+    cfg = load_config("smoke").policy
+    policy = build_policy(cfg).eval()
+    out = policy(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    target = torch.randn(2, 6)
+    from policy.losses import policy_loss as plain
+
+    base = plain(out, target, cfg.loss)
+    assert base["aux_match"].item() == 0.0
+    torch.testing.assert_close(base["total"], base["norm"] + base["direction"])
+    aux_cfg = cfg.loss.model_copy(update={"aux_match": 0.5, "norm": 2.0})
+    with pytest.raises(ValueError, match="coarse_match"):
+        plain(out, target, aux_cfg)
+    match = torch.zeros(2, 4, 4, 2)
+    valid = torch.ones(2, 4, 4, dtype=torch.bool)
+    with_aux = plain(out, target, aux_cfg, match, valid)
+    assert with_aux["aux_match"].item() > 0.0
+    torch.testing.assert_close(
+        with_aux["total"], 2.0 * with_aux["norm"] + with_aux["direction"] + 0.5 * with_aux["aux_match"]
+    )

@@ -135,3 +135,10 @@ def test_loading_into_a_mismatched_config_fails_clearly(tmp_path: Path) -> None:
     assert policy.cfg.servo.aware is False
     with pytest.raises(FileNotFoundError, match="not a policy checkpoint"):
         load_checkpoint(tmp_path / "nothing")
+
+
+def test_compile_is_optional_and_keeps_parameter_names() -> None:
+    eager = build_policy(_cfg())
+    compiled = build_policy(_cfg("policy.compile=true"))
+    assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in eager.named_parameters()]
+    assert compiled.transformer._compiled_call_impl is not None and eager.transformer._compiled_call_impl is None
