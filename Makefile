@@ -1,4 +1,4 @@
-# Two commands on a fresh clone: `make datagen` (coming, issue #5) and `make test`.
+# Two commands on a fresh clone: `make datagen` (the main job) and `make test`.
 # Extra arguments reach every CLI through ARGS, e.g. make config ARGS="--config default run.name=x".
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format bench config preview datagen clean
+.PHONY: setup test lint format bench config preview datagen inspect clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,7 @@ bench: setup
 	$(PY) -m policy.bench
 	$(PY) -m assets.bench
 	$(PY) -m sim.bench $(ARGS)
+	$(PY) -m datagen.bench
 
 preview: setup
 	$(PY) -m sim.preview $(ARGS)
@@ -43,7 +44,10 @@ config: setup
 	$(PY) -m configs $(ARGS)
 
 datagen: setup
-	@echo "make datagen: not implemented yet; data generation is issue #5 (see README)." >&2; exit 2
+	$(PY) -m datagen $(ARGS)
+
+inspect: setup
+	$(PY) -m datagen.inspect $(or $(ROOT),runs/smoke/data) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

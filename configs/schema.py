@@ -258,9 +258,60 @@ class PolicyConfig(Section):
         return size
 
 
+class ProducerResources(Section):
+    """How many copies of a producer run, and what each one asks Ray for."""
+
+    actors: int = Field(ge=0, le=4096)
+    num_cpus: float = Field(ge=0.0)
+    num_gpus: float = Field(ge=0.0)
+    samples: int = Field(ge=0, description="target number of samples for this producer")
+    shard_samples: int = Field(ge=1, description="samples per shard (about 200 KB each at 256 px)")
+    max_restarts: int = Field(ge=0, description="Ray restarts a crashed actor this often; it resumes from disk")
+
+
+class HemisphereConfig(ProducerResources):
+    """Offline pairs: uniform pose pairs on the upper hemisphere, several per scene."""
+
+    desired_per_scene: int = Field(ge=1)
+    currents_per_desired: int = Field(ge=1)
+    coarse_match: bool = Field(description="also store ground-truth coarse correspondences (coarse_match/valid)")
+    coarse_patch: int = Field(ge=2, le=64, description="patch size of those correspondences, pixels")
+
+
+class BetaConfig(Section):
+    """DAgger's per-round probability that the expert drives a step (round 0 is always the expert)."""
+
+    kind: Literal["linear", "exponential", "constant"]
+    rounds: int = Field(ge=1, description="linear: rounds to go from 1 down to `min`")
+    decay: float = Field(gt=0.0, le=1.0, description="exponential: beta = decay ** round")
+    min: float = Field(ge=0.0, le=1.0, description="beta never drops below this (CNS keeps >= 10 % expert)")
+    value: float = Field(ge=0.0, le=1.0, description="constant: beta after round 0")
+
+
+class DaggerConfig(ProducerResources):
+    """Rollouts of the live policy in ServoEnv, labelled by the expert (PBVS on the true pose)."""
+
+    episode_steps: int = Field(ge=1, description="CNS training rollouts use 200")
+    gain: float = Field(gt=0.0, description="the executed velocity is gain x the chosen one (CNS: 2)")
+    device: Literal["cpu", "cuda"]
+    beta: BetaConfig
+
+
+class DatagenConfig(Section):
+    """Where data goes and how the producers run on Ray."""
+
+    root: str = Field(min_length=1, description="dataset root")
+    checkpoints: str = Field(min_length=1, description="where DAgger looks for the newest policy at start")
+    ray_address: str | None = Field(description="a Ray cluster to join; null: RAY_ADDRESS, else a local Ray")
+    num_cpus: int | None = Field(ge=1, description="CPUs of a local Ray; null: all")
+    hemisphere: HemisphereConfig
+    dagger: DaggerConfig
+
+
 class Config(Section):
     """The whole configuration of a run."""
 
     run: RunConfig
     sim: SimConfig
     policy: PolicyConfig
+    datagen: DatagenConfig

@@ -7,6 +7,8 @@ that child processes (Ray actors, data-loader workers) skip the probe.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -49,10 +51,19 @@ def choose_platform() -> str:
     raise RuntimeError("MuJoCo cannot create a headless OpenGL context (tried EGL, then OSMesa):\n" + "\n".join(lines))
 
 
+def _preload_triton() -> None:
+    # Mesa's llvmpipe and Triton (pulled in by torch._dynamo, e.g. through timm) each bundle LLVM. Loading Triton
+    # after a Mesa GL context exists segfaults the process; loading it first is safe. Measured with torch 2.14 and
+    # Mesa 22.3.
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
+
+
 def load_mujoco() -> ModuleType:
     """Import and return the mujoco module with its GL platform chosen first."""
     if "mujoco" not in sys.modules:
         choose_platform()
+        _preload_triton()
     import mujoco
 
     return mujoco

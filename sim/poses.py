@@ -45,11 +45,18 @@ def sample_pose_pair(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw (wTd, wTc): a desired and an initial pose, rejecting initial poses that already sit at the goal."""
     wTd = sample_pose(rng, cfg.desired, center)
+    return wTd, sample_initial(rng, cfg, wTd, center)
+
+
+def sample_initial(
+    rng: np.random.Generator, cfg: PosePairConfig, wTd: np.ndarray, center: ArrayLike = (0.0, 0.0, 0.0)
+) -> np.ndarray:
+    """Draw an initial pose for the desired pose wTd, rejecting draws within the configured distance of it."""
     for _ in range(cfg.max_tries):
         wTc = sample_pose(rng, cfg.initial, center)
         te, re = pose_error(wTc, wTd)
         if not (te < cfg.min_translation and re < cfg.min_rotation_deg):
-            return wTd, wTc
+            return wTc
     raise RuntimeError(
         f"sample_pose_pair: {cfg.max_tries} initial poses all fell within {cfg.min_rotation_deg} deg and "
         f"{cfg.min_translation} m of the desired pose; widen sim.poses.initial"

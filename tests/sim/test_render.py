@@ -85,3 +85,17 @@ def test_equirectangular_sky_appears_in_the_right_directions() -> None:
             got_lon, got_lat = c[0] / 255 * 360 - 180, c[1] / 255 * 180 - 90
             assert got_lon == pytest.approx(np.degrees(np.arctan2(d[1], d[0])), abs=4.0)
             assert got_lat == pytest.approx(np.degrees(np.arcsin(d[2])), abs=4.0)
+
+
+def test_torch_compiler_imports_after_a_gl_context() -> None:
+    # Mesa's llvmpipe and Triton both bundle LLVM; importing Triton after a GL context exists used to segfault.
+    import subprocess
+    import sys
+
+    code = (
+        "from sim.mujoco_gl import load_mujoco\n"
+        "m = load_mujoco(); ctx = m.GLContext(8, 8); ctx.make_current()\n"
+        "import torch._dynamo\nprint('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

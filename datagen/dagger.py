@@ -1,0 +1,193 @@
+"""The DAgger producer: rollouts of the live policy in ServoEnv, every step labelled by the expert.
+
+Per step, the expert's action (PBVS on the true pose) is executed with probability beta (per round, from the schedule)
+and the policy's otherwise; the stored label is always the expert's normalised velocity. Before any policy exists the
+producer runs round 0, pure expert. New weights arrive through `set_weights` at any time and are swapped in between
+episodes; each swap starts a new round. Every sample carries the policy version and beta it was collected with.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from configs.schema import Config
+from datagen.beta import beta_for_round
+from datagen.producer import Progress, informative, open_writer
+from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
+from datagen.shards import ShardBuffer, ShardKey
+from policy.control import denormalize_velocity, normalize_velocity, pbvs
+from sim.env import ServoEnv
+
+PRODUCER = "dagger"
+EXPERT_VERSION = -1
+
+
+def newest_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint with the highest policy_version under `directory` (None when there is none)."""
+    best: tuple[int, Path] | None = None
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    for meta in root.glob("*/policy.json"):
+        try:
+            version = int(json.loads(meta.read_text())["policy_version"])
+        except (OSError, ValueError, KeyError):
+            continue  # a checkpoint being written or a foreign file
+        if best is None or version > best[0]:
+            best = (version, meta.parent)
+    return None if best is None else best[1]
+
+
+class DaggerProducer:
+    """Writes DAgger shards `dagger-r<round>-<index>` until the sample target is met."""
+
+    def __init__(self, cfg: Config, actor_index: int = 0) -> None:
+        self.cfg = cfg
+        self.actor_index = actor_index
+        self.env = ServoEnv(cfg.sim)
+        self.writer = open_writer(cfg)
+        self.progress = Progress()
+        self.policy: Any = None
+        self.version = EXPERT_VERSION
+        self.round = 0
+        self._pending: tuple[dict[str, np.ndarray], int] | None = None
+        self._lock = threading.Lock()
+        self._written = 0
+
+    # -- weights -----------------------------------------------------------------------------------------------
+    def set_weights(self, state: dict[str, np.ndarray], version: int) -> None:
+        """Queue new policy weights (numpy arrays); they take effect at the next episode."""
+        with self._lock:
+            self._pending = (state, int(version))
+
+    def load_newest_checkpoint(self) -> int:
+        """Start from the newest checkpoint of the run, if any; returns its version (-1: none, expert only)."""
+        path = newest_checkpoint(self.cfg.datagen.checkpoints)
+        if path is None:
+            return EXPERT_VERSION
+        from policy.checkpoint import load_checkpoint
+
+        policy, meta = load_checkpoint(path, cfg=self.cfg.policy, device=self.cfg.datagen.dagger.device)
+        self._install(policy, int(meta["policy_version"]))
+        return self.version
+
+    def _install(self, policy: Any, version: int) -> None:
+        self.policy = policy.eval()
+        self.version = version
+        self.round += 1
+
+    def _swap_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        import torch
+
+        from policy.checkpoint import build_policy
+
+        state, version = pending
+        policy = self.policy if self.policy is not None else build_policy(self.cfg.policy)
+        policy.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+        self._install(policy.to(self.cfg.datagen.dagger.device), version)
+
+    # -- rollouts ----------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        """Collect until the target is met, resuming after what earlier runs of this producer published."""
+        d = self.cfg.datagen.dagger
+        self.writer.clean_stale()
+        self._written = self._published_samples()
+        index = self._next_index()
+        while self._written < d.samples:
+            self._swap_pending()
+            key = ShardKey(PRODUCER, self.round, index)
+            if self.writer.is_published(key):
+                index += 1
+                continue
+            n = min(d.shard_samples, d.samples - self._written)
+            buf, meta = self.make_shard(key, n)
+            self.writer.publish(key, buf, sidecar=meta)
+            self._written += len(buf)
+            self.progress.add(samples=len(buf), shards=1, nbytes=buf.nbytes)
+            index += 1
+        return self.progress.snapshot()
+
+    def _published_samples(self) -> int:
+        from datagen.shards import DatasetReader
+
+        reader = DatasetReader(self.cfg.datagen.root)
+        mine = [s for s in reader.shards if s.key.producer == PRODUCER and self._owns(s.key.index)]
+        self.progress.add(skipped=len(mine))
+        return sum(s.n for s in mine)
+
+    def _owns(self, index: int) -> bool:
+        return index % max(1, self.cfg.datagen.dagger.actors) == self.actor_index
+
+    def _next_index(self) -> int:
+        # Indices are global across rounds, so (round, index) never repeats and each actor owns a residue class.
+        from datagen.shards import DatasetReader
+
+        used = [s.key.index for s in DatasetReader(self.cfg.datagen.root).shards if s.key.producer == PRODUCER]
+        start = max(used, default=-1) + 1
+        while not self._owns(start):
+            start += 1
+        return start
+
+    def make_shard(self, key: ShardKey, n: int) -> tuple[ShardBuffer, dict[str, Any]]:
+        """Roll out episodes until `n` samples are buffered."""
+        d = self.cfg.datagen.dagger
+        cam = self.env.camera
+        buf = ShardBuffer(cam.height, cam.width)
+        driven, steps = 0, 0
+        episode = 0
+        while len(buf) < n:
+            if episode > 20 + 4 * n:
+                raise RuntimeError(f"{key.id}: renders keep coming out constant; is the renderer broken?")
+            if episode:
+                self._swap_pending()  # between episodes only, so an episode uses one policy
+            seed = derive_seed(self.cfg.run.seed, PRODUCER_IDS[PRODUCER], key.round, key.index, episode)
+            beta = 1.0 if self.policy is None else beta_for_round(d.beta, self.round)
+            act_rng = rng_for(seed, 3)
+            frame = self.env.reset(seed)
+            scale = self.env.scene_scale
+            episode += 1
+            if not informative(self.env.desired_frame().rgb):
+                continue
+            des_index = buf.add_desired(self.env.desired_frame().rgb)
+            servo = self._servo(self.env.desired_frame().rgb, scale) if self.policy is not None else None
+            for step in range(d.episode_steps):
+                if len(buf) >= n or not informative(frame.rgb):
+                    break
+                expert = normalize_velocity(pbvs(self.env.dTc), scale)
+                buf.add_sample(
+                    cur_rgb=frame.rgb, des_index=des_index, vel=expert, wTc=self.env.wTc, wTd=self.env.wTd,
+                    K=cam.K, scene_scale=scale, episode=seed, step=step, scene_seed=seed,
+                    policy_version=self.version, beta=beta,
+                )  # fmt: skip
+                action = expert
+                if servo is not None and act_rng.random() >= beta:
+                    out = servo.step(frame.rgb)
+                    if out.ok:
+                        action = out.velocity_unit
+                        driven += 1
+                steps += 1
+                frame = self.env.step(d.gain * denormalize_velocity(action, scale))
+                if self.env.done:
+                    break
+        meta = {"round_beta": beta, "policy_steps": driven, "steps": steps}
+        return buf, meta
+
+    def _servo(self, desired: np.ndarray, scale: float) -> Any:
+        from policy.servo import Servo
+
+        # The policy acts in the unit world: its normalised prediction is executed directly (no hybrid law).
+        cfg = self.cfg.policy.servo.model_copy(update={"hybrid": False})
+        return Servo(self.policy, desired, self.env.camera.K, scale, cfg=cfg)
+
+    def close(self) -> None:
+        """Release the environment."""
+        self.env.close()

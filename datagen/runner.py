@@ -1,0 +1,121 @@
+"""Run both producers on Ray (a local Ray, or the cluster at RAY_ADDRESS) to the configured targets."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from configs import save_config
+from configs.schema import Config
+from datagen.actors import NAMESPACE, dagger_name, remote_classes
+from datagen.hemisphere import shard_count
+from datagen.producer import open_writer
+from datagen.shards import DatasetReader
+from sim.mujoco_gl import choose_platform
+
+
+@dataclass
+class Summary:
+    """What a datagen run left on disk."""
+
+    root: str
+    samples: dict[str, int]
+    shards: dict[str, int]
+    megabytes: float
+    seconds: float
+    new_samples: int
+
+    def line(self) -> str:
+        """The one-line summary printed at the end."""
+        total = sum(self.samples.values())
+        parts = ", ".join(f"{k} {v}" for k, v in self.samples.items())
+        rate = self.new_samples / max(self.seconds, 1e-9)
+        return (
+            f"datagen: {total} samples ({parts}) in {sum(self.shards.values())} shards, {self.megabytes:.1f} MB, "
+            f"{self.new_samples} new at {rate:.1f} samples/s in {self.seconds:.0f} s -> {self.root}"
+        )
+
+
+def _counts(reader: DatasetReader) -> tuple[dict[str, int], dict[str, int]]:
+    samples: dict[str, int] = {"hemisphere": 0, "dagger": 0}
+    shards: dict[str, int] = {"hemisphere": 0, "dagger": 0}
+    for s in reader.refresh():
+        samples[s.key.producer] += s.n
+        shards[s.key.producer] += 1
+    return samples, shards
+
+
+def _disk_mb(root: str) -> float:
+    return sum(f.stat().st_size for f in Path(root, "shards").rglob("*") if f.is_file()) / 1e6
+
+
+def init_ray(cfg: Config) -> bool:
+    """Join RAY_ADDRESS / datagen.ray_address, or start a local Ray; returns True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    platform = choose_platform()  # probe GL once here; the workers inherit the answer
+    env = {"MUJOCO_GL": platform, "PYOPENGL_PLATFORM": platform}
+    address = cfg.datagen.ray_address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "runtime_env": {"env_vars": env}, "log_to_driver": True}
+    if address is None:
+        kwargs.update(num_cpus=cfg.datagen.num_cpus, include_dashboard=False)
+    ray.init(address=address, **kwargs)
+    return True
+
+
+def start_producers(cfg: Config) -> dict[str, list[Any]]:
+    """Create the producer actors declared in the config (resources from config) and start their run() calls."""
+    Hemi, Dagger = remote_classes()
+    h, d = cfg.datagen.hemisphere, cfg.datagen.dagger
+    actors: dict[str, list[Any]] = {"hemisphere": [], "dagger": []}
+    n_hemi = min(h.actors, shard_count(cfg)) if h.samples else 0
+    for i in range(n_hemi):
+        opts = {"num_cpus": h.num_cpus, "num_gpus": h.num_gpus, "max_restarts": h.max_restarts}
+        actors["hemisphere"].append(Hemi.options(**opts, max_task_retries=h.max_restarts).remote(cfg, i, n_hemi))
+    for i in range(d.actors if d.samples else 0):
+        opts = {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus, "max_restarts": d.max_restarts}
+        # Named so the trainer can find it; two threads so that set_weights lands while run() loops.
+        actor = Dagger.options(
+            **opts, max_task_retries=d.max_restarts, name=dagger_name(i), namespace=NAMESPACE, max_concurrency=2
+        ).remote(cfg, i)
+        actors["dagger"].append(actor)
+    return actors
+
+
+def run_datagen(cfg: Config, show_progress: bool = True) -> Summary:
+    """Produce the configured dataset (filling only what is missing) and return what is on disk."""
+    import ray
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    open_writer(cfg)  # creates the layout and info.json before the workers race to
+    save_config(cfg, cfg.datagen.root)
+    reader = DatasetReader(cfg.datagen.root)
+    before, _ = _counts(reader)
+    started = init_ray(cfg)
+    t0 = time.time()
+    try:
+        actors = start_producers(cfg)
+        pending = [a.run.remote() for group in actors.values() for a in group]
+        targets = {"hemisphere": cfg.datagen.hemisphere.samples, "dagger": cfg.datagen.dagger.samples}
+        columns = [TextColumn("{task.description:10s}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[rate]:.1f} samples/s"), TimeElapsedColumn()]  # fmt: skip
+        with Progress(*columns, disable=not show_progress) as bar:
+            tasks = {k: bar.add_task(k, total=max(v, 1), rate=0.0) for k, v in targets.items()}
+            while pending:
+                done, pending = ray.wait(pending, timeout=1.0)
+                ray.get(done)  # raises if a producer failed for good
+                now, _ = _counts(reader)
+                for k, task in tasks.items():
+                    rate = (now[k] - before[k]) / max(time.time() - t0, 1e-9)
+                    bar.update(task, completed=min(now[k], targets[k]), rate=rate)
+    finally:
+        if started:
+            ray.shutdown()
+    samples, shards = _counts(reader)
+    new = sum(samples.values()) - sum(before.values())
+    return Summary(cfg.datagen.root, samples, shards, _disk_mb(cfg.datagen.root), time.time() - t0, new)

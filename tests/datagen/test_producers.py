@@ -1,0 +1,133 @@
+"""The two producers without Ray: labels, determinism, coarse correspondences, DAgger rounds and weights."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs import load_config
+from datagen.beta import beta_for_round
+from datagen.dagger import DaggerProducer, newest_checkpoint
+from datagen.hemisphere import HemisphereProducer
+from datagen.shards import DatasetReader
+from policy import build_policy, save_checkpoint
+from policy.control import normalize_velocity, pbvs
+from sim.geometry import relative_pose
+
+SMALL = ["sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]"]
+
+
+def _cfg(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
+    return load_config("smoke", [f"run.root={tmp_path}", *SMALL, *overrides])
+
+
+def _check_labels(arrays: dict[str, np.ndarray]) -> None:
+    for i in range(len(arrays["vel"])):
+        dTc = relative_pose(arrays["wTd"][i], arrays["wTc"][i])
+        expected = normalize_velocity(pbvs(dTc), float(arrays["scene_scale"][i]))
+        np.testing.assert_allclose(arrays["vel"][i], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_hemisphere_shards_hold_pbvs_labels_and_correspondences(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=24", "datagen.hemisphere.shard_samples=10")
+    p = HemisphereProducer(cfg)
+    p.run()
+    reader = DatasetReader(cfg.datagen.root)
+    assert [s.id for s in reader.shards] == [f"hemisphere-r0000-00000{i}" for i in range(3)]
+    assert [s.n for s in reader.shards] == [10, 10, 4]
+    for shard in reader.shards:
+        a = reader.read(shard)
+        _check_labels(a)
+        np.testing.assert_allclose(a["scene_scale"], np.linalg.norm(a["wTd"][:, :3, 3], axis=1), rtol=1e-6)
+        assert np.all(a["policy_version"] == -1) and np.all(a["beta"] == 1.0)
+        assert a["des_rgb"].shape[0] < a["cur_rgb"].shape[0]  # desired images are shared by several samples
+        assert a["coarse_match"].shape == (len(a["vel"]), 4, 4, 2) and a["coarse_valid"].mean() > 0.2
+    p.close()
+
+
+def test_hemisphere_shards_are_a_pure_function_of_the_seed(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=16", "datagen.hemisphere.shard_samples=8")
+    p = HemisphereProducer(cfg)
+    a, seeds_a = p.make_shard(0)
+    b, seeds_b = p.make_shard(0)
+    c, _ = p.make_shard(1)
+    assert seeds_a == seeds_b
+    for name, arr in a.arrays().items():
+        np.testing.assert_array_equal(arr, b.arrays()[name], err_msg=name)
+    assert not np.array_equal(a.arrays()["wTc"], c.arrays()["wTc"])
+    p.close()
+
+
+def test_rerun_fills_only_missing_shards(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=20", "datagen.hemisphere.shard_samples=10")
+    first = HemisphereProducer(cfg)
+    first.run()
+    shard = Path(cfg.datagen.root) / "shards" / "hemisphere-r0000-000001.zarr"
+    stamp = shard.stat().st_mtime_ns
+    bigger = load_config("smoke", [f"run.root={tmp_path}", *SMALL, "datagen.hemisphere.samples=30",
+                                    "datagen.hemisphere.shard_samples=10"])  # fmt: skip
+    second = HemisphereProducer(bigger)
+    stats = second.run()
+    assert stats["skipped"] == 2 and stats["shards"] == 1
+    assert shard.stat().st_mtime_ns == stamp
+    assert len(DatasetReader(cfg.datagen.root).shards) == 3
+    first.close()
+    second.close()
+
+
+def test_beta_schedules() -> None:
+    b = load_config("smoke").datagen.dagger.beta
+    assert beta_for_round(b, 0) == 1.0
+    linear = [beta_for_round(b, r) for r in range(1, 15)]
+    assert all(x >= y for x, y in itertools.pairwise(linear)) and linear[-1] == pytest.approx(b.min)
+    assert beta_for_round(b.model_copy(update={"kind": "exponential", "decay": 0.5, "min": 0.0}), 3) == 0.125
+    assert beta_for_round(b.model_copy(update={"kind": "constant", "value": 0.4}), 7) == 0.4
+    with pytest.raises(ValueError):
+        beta_for_round(b, -1)
+
+
+def test_dagger_starts_as_the_expert_then_uses_pushed_weights(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "datagen.dagger.samples=20", "datagen.dagger.shard_samples=10",
+               "datagen.dagger.episode_steps=10", "datagen.dagger.beta.kind=constant", "datagen.dagger.beta.value=0.0",
+               "datagen.dagger.beta.min=0.0")  # fmt: skip
+    p = DaggerProducer(cfg)
+    assert p.load_newest_checkpoint() == -1
+    p.run()
+    policy = build_policy(cfg.policy)
+    p.set_weights({k: v.numpy() for k, v in policy.state_dict().items()}, version=5)
+    p.cfg = cfg.model_copy(
+        update={
+            "datagen": cfg.datagen.model_copy(update={"dagger": cfg.datagen.dagger.model_copy(update={"samples": 40})})
+        }
+    )
+    p.run()
+    reader = DatasetReader(cfg.datagen.root)
+    by_round = {}
+    for s in reader.shards:
+        a = reader.read(s)
+        _check_labels(a)  # the stored label is always the expert's
+        by_round.setdefault(s.key.round, []).append((a, s.sidecar))
+    assert sorted(by_round) == [0, 1]
+    for a, _ in by_round[0]:
+        assert np.all(a["policy_version"] == -1) and np.all(a["beta"] == 1.0)
+    for a, side in by_round[1]:
+        assert np.all(a["policy_version"] == 5) and np.all(a["beta"] == 0.0)
+        assert side["policy_steps"] == side["steps"] > 0  # beta 0: the policy drove every step
+    p.close()
+
+
+def test_dagger_loads_the_newest_checkpoint_of_the_run(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    ckpts = Path(cfg.datagen.checkpoints)
+    policy = build_policy(cfg.policy)
+    save_checkpoint(policy, ckpts / "step_000010", version=2)
+    save_checkpoint(policy, ckpts / "step_000020", version=9)
+    (ckpts / "broken").mkdir()
+    (ckpts / "broken" / "policy.json").write_text("{not json")
+    assert newest_checkpoint(ckpts) == ckpts / "step_000020"
+    p = DaggerProducer(cfg)
+    assert p.load_newest_checkpoint() == 9 and p.round == 1
+    p.close()
