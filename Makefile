@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format bench config preview datagen inspect clean
+.PHONY: setup test lint format bench config preview datagen inspect train pipeline clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,12 @@ config: setup
 
 datagen: setup
 	$(PY) -m datagen $(ARGS)
+
+train: setup
+	$(PY) -m training $(ARGS)
+
+pipeline: setup
+	$(PY) -m training.pipeline $(ARGS)
 
 inspect: setup
 	$(PY) -m datagen.inspect $(or $(ROOT),runs/smoke/data) $(ARGS)

@@ -12,6 +12,7 @@ from configs.loader import (
     load_config,
     save_config,
     validate_config,
+    with_absolute_paths,
 )
 from configs.schema import Config
 
@@ -25,4 +26,5 @@ __all__ = [
     "load_config",
     "save_config",
     "validate_config",
+    "with_absolute_paths",
 ]

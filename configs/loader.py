@@ -164,3 +164,22 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         return load_config(args.config, args.overrides)
     except ConfigError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """The same config with every output path made absolute, for workers that run in another directory (Ray Train
+    changes a worker's working directory)."""
+
+    def absolute(p: str) -> str:
+        return str(Path(p).expanduser().resolve())
+
+    return cfg.model_copy(
+        update={
+            "run": cfg.run.model_copy(update={"root": absolute(cfg.run.root)}),
+            "datagen": cfg.datagen.model_copy(
+                update={"root": absolute(cfg.datagen.root), "checkpoints": absolute(cfg.datagen.checkpoints)}
+            ),
+            "data": cfg.data.model_copy(update={"root": absolute(cfg.data.root)}),
+            "train": cfg.train.model_copy(update={"checkpoints": absolute(cfg.train.checkpoints)}),
+        }
+    )

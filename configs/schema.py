@@ -308,6 +308,54 @@ class DatagenConfig(Section):
     dagger: DaggerConfig
 
 
+class DataConfig(Section):
+    """How the trainer reads shards: mixing, validation split, slices, augmentation and loader workers."""
+
+    root: str = Field(min_length=1, description="dataset root (a datagen root)")
+    dagger_fraction: float = Field(ge=0.0, le=1.0, description="share of DAgger samples when both producers have data")
+    val_fraction: float = Field(ge=0.0, lt=1.0, description="share of scene seeds held out for validation")
+    block: int = Field(ge=1, description="contiguous samples read from a shard at once")
+    shuffle_buffer: int = Field(ge=1, description="samples shuffled together in memory")
+    refresh_seconds: float = Field(ge=0.0, description="re-list published shards this often (DAgger data keeps coming)")
+    workers: int = Field(ge=0, description="data-loader worker processes per trainer")
+    color_jitter: float = Field(ge=0.0, le=1.0, description="brightness/contrast/saturation jitter; 0 turns it off")
+    noise_std: float = Field(ge=0.0, description="additive Gaussian noise on [0, 1] images; 0 turns it off")
+
+
+class WandbConfig(Section):
+    """Weights & Biases: rank 0 only, offline unless the user logged in and chose online."""
+
+    mode: Literal["offline", "online", "disabled"]
+    project: str = Field(min_length=1)
+    entity: str | None
+
+
+class TrainConfig(Section):
+    """The optimiser, the schedule, distribution, checkpoints, the weight push to DAgger and logging."""
+
+    steps: int = Field(ge=1, description="optimiser steps in total (a resumed run continues the count)")
+    batch_size: int = Field(ge=1, description="per worker")
+    accumulate: int = Field(ge=1, description="gradient accumulation steps per optimiser step")
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    warmup_steps: int = Field(ge=0)
+    min_lr_ratio: float = Field(ge=0.0, le=1.0, description="cosine decay ends at lr x this")
+    grad_clip: float = Field(gt=0.0)
+    workers: int = Field(ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
+    use_gpu: bool
+    cpus_per_worker: float = Field(gt=0.0)
+    checkpoints: str = Field(min_length=1)
+    checkpoint_every: int = Field(ge=1)
+    keep_checkpoints: int = Field(ge=1)
+    push_every: int = Field(ge=1, description="send weights to the DAgger actor every this many steps")
+    log_every: int = Field(ge=1)
+    image_every: int = Field(ge=1)
+    val_every: int = Field(ge=1)
+    val_batches: int = Field(ge=0)
+    wait_for_data: float = Field(ge=0.0, description="seconds to wait for the first shards before giving up")
+    wandb: WandbConfig
+
+
 class Config(Section):
     """The whole configuration of a run."""
 
@@ -315,3 +363,5 @@ class Config(Section):
     sim: SimConfig
     policy: PolicyConfig
     datagen: DatagenConfig
+    data: DataConfig
+    train: TrainConfig

@@ -49,10 +49,11 @@ class DAggerWorker:
         self.cfg, self.index = cfg, index
         self.producer: Any = None
         self._early: tuple[dict[str, Any], int] | None = None
+        self._stop_early = False
         self._lock = threading.Lock()
 
-    def run(self) -> dict[str, float]:
-        """Collect until the target is met (idempotent: resumes from what is published)."""
+    def run(self, per_round: bool = False) -> dict[str, float]:
+        """Collect until the target is met (idempotent: resumes from what is published); see DaggerProducer.run."""
         from datagen.dagger import DaggerProducer
 
         with self._lock:
@@ -61,7 +62,9 @@ class DAggerWorker:
                 self.producer.load_newest_checkpoint()
                 if self._early is not None:
                     self.producer.set_weights(*self._early)
-        return self.producer.run()
+                if self._stop_early:
+                    self.producer.stop()
+        return self.producer.run(per_round)
 
     def set_weights(self, state: dict[str, Any], version: int) -> None:
         """Queue new weights (numpy arrays) and their policy version; swapped in between episodes."""
@@ -70,6 +73,13 @@ class DAggerWorker:
                 self._early = (state, version)
             else:
                 self.producer.set_weights(state, version)
+
+    def stop(self) -> None:
+        """Ask a running `run` to return after its current shard."""
+        with self._lock:
+            self._stop_early = True
+            if self.producer is not None:
+                self.producer.stop()
 
     def status(self) -> dict[str, Any]:
         """Round, policy version and counters (None before the first run)."""

@@ -8,9 +8,7 @@ episodes; each swap starts a new round. Every sample carries the policy version 
 
 from __future__ import annotations
 
-import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,22 +23,6 @@ from sim.env import ServoEnv
 
 PRODUCER = "dagger"
 EXPERT_VERSION = -1
-
-
-def newest_checkpoint(directory: str | Path) -> Path | None:
-    """The checkpoint with the highest policy_version under `directory` (None when there is none)."""
-    best: tuple[int, Path] | None = None
-    root = Path(directory)
-    if not root.is_dir():
-        return None
-    for meta in root.glob("*/policy.json"):
-        try:
-            version = int(json.loads(meta.read_text())["policy_version"])
-        except (OSError, ValueError, KeyError):
-            continue  # a checkpoint being written or a foreign file
-        if best is None or version > best[0]:
-            best = (version, meta.parent)
-    return None if best is None else best[1]
 
 
 class DaggerProducer:
@@ -58,6 +40,12 @@ class DaggerProducer:
         self._pending: tuple[dict[str, np.ndarray], int] | None = None
         self._lock = threading.Lock()
         self._written = 0
+        self._round_written = 0
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the shard in progress and return from `run` (the pipeline stops DAgger when training ends)."""
+        self._stop.set()
 
     # -- weights -----------------------------------------------------------------------------------------------
     def set_weights(self, state: dict[str, np.ndarray], version: int) -> None:
@@ -67,7 +55,9 @@ class DaggerProducer:
 
     def load_newest_checkpoint(self) -> int:
         """Start from the newest checkpoint of the run, if any; returns its version (-1: none, expert only)."""
-        path = newest_checkpoint(self.cfg.datagen.checkpoints)
+        from policy.checkpoint import latest_checkpoint
+
+        path = latest_checkpoint(self.cfg.datagen.checkpoints)
         if path is None:
             return EXPERT_VERSION
         from policy.checkpoint import load_checkpoint
@@ -80,6 +70,7 @@ class DaggerProducer:
         self.policy = policy.eval()
         self.version = version
         self.round += 1
+        self._round_written = 0
 
     def _swap_pending(self) -> None:
         with self._lock:
@@ -96,24 +87,33 @@ class DaggerProducer:
         self._install(policy.to(self.cfg.datagen.dagger.device), version)
 
     # -- rollouts ----------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, float]:
-        """Collect until the target is met, resuming after what earlier runs of this producer published."""
+    def run(self, per_round: bool = False) -> dict[str, float]:
+        """Collect until the target is met, resuming after what earlier runs of this producer published.
+
+        With `per_round`, the target is per round instead: each new policy gets `samples` fresh samples, then the
+        producer idles until the next weights arrive or `stop` is called (how the pipeline runs DAgger).
+        """
         d = self.cfg.datagen.dagger
         self.writer.clean_stale()
         self._written = self._published_samples()
         index = self._next_index()
-        while self._written < d.samples:
+        while not self._stop.is_set():
             self._swap_pending()
-            key = ShardKey(PRODUCER, self.round, index)
-            if self.writer.is_published(key):
-                index += 1
+            if per_round and self._round_written >= d.samples:
+                self._stop.wait(0.2)
                 continue
-            n = min(d.shard_samples, d.samples - self._written)
-            buf, meta = self.make_shard(key, n)
+            if not per_round and self._written >= d.samples:
+                break
+            key = ShardKey(PRODUCER, self.round, index)
+            index += 1
+            if self.writer.is_published(key):
+                continue
+            quota = d.samples - (self._round_written if per_round else self._written)
+            buf, meta = self.make_shard(key, min(d.shard_samples, quota))
             self.writer.publish(key, buf, sidecar=meta)
             self._written += len(buf)
+            self._round_written += len(buf)
             self.progress.add(samples=len(buf), shards=1, nbytes=buf.nbytes)
-            index += 1
         return self.progress.snapshot()
 
     def _published_samples(self) -> int:

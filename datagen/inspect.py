@@ -242,35 +242,14 @@ def _print(console: Any, stats: dict) -> None:
 
 def write_grid(reader: DatasetReader, shards: list[ShardMeta], out: Path, samples: int) -> Path:
     """A PNG of `samples` (desired | current) pairs spread evenly over `shards`, captioned with v and w."""
-    from PIL import Image, ImageDraw, ImageFont
-
     total = sum(s.n for s in shards)
     picks = np.unique(np.linspace(0, total - 1, min(samples, total)).round().astype(np.int64))
     starts = np.cumsum([0] + [s.n for s in shards])
-    scale = min(1.0, THUMB / max(reader.height, reader.width))
-    tw, th = max(1, round(reader.width * scale)), max(1, round(reader.height * scale))
-    try:
-        font = ImageFont.load_default(size=12)
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    line, pad = 15, 4
-    cell_w, cell_h = 2 * tw + 3 * pad, th + 3 * line + 3 * pad
-    cols = max(1, math.ceil(math.sqrt(len(picks))))
-    rows = math.ceil(len(picks) / cols)
-    header = line + 2 * pad
-    canvas = Image.new("RGB", (cols * cell_w, header + rows * cell_h), (32, 32, 32))
-    draw = ImageDraw.Draw(canvas)
-    draw.text(
-        (pad, pad), "each pair: desired | current; label v (m/s, / d*) and w (rad/s)", fill=(200, 200, 200), font=font
-    )
-    for k, g in enumerate(picks):
+    tiles = []
+    for g in picks:
         j = int(np.searchsorted(starts, g, side="right") - 1)
         shard, i = shards[j], int(g - starts[j])
         part = reader.read(shard, i, i + 1, names=["cur_rgb", DESIRED_ARRAY, "des_index", "vel", "policy_version"])
-        des = part[DESIRED_ARRAY][part["des_index"][0]]
-        x0, y0 = (k % cols) * cell_w + pad, header + (k // cols) * cell_h
-        for dx, rgb in ((0, des), (tw + pad, part["cur_rgb"][0])):
-            canvas.paste(Image.fromarray(rgb).resize((tw, th), Image.Resampling.BILINEAR), (x0 + dx, y0))
         v = part["vel"][0].astype(np.float64)
         pv = int(part["policy_version"][0])
         captions = (
@@ -278,11 +257,40 @@ def write_grid(reader: DatasetReader, shards: list[ShardMeta], out: Path, sample
             "v " + " ".join(f"{c:+.2f}" for c in v[:3]),
             "w " + " ".join(f"{c:+.2f}" for c in v[3:]),
         )
+        tiles.append((part[DESIRED_ARRAY][part["des_index"][0]], part["cur_rgb"][0], captions))
+    image = draw_pairs(tiles, "each pair: desired | current; label v (m/s, / d*) and w (rad/s)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    return out
+
+
+def draw_pairs(tiles: list[tuple[np.ndarray, np.ndarray, tuple[str, ...]]], title: str) -> Any:
+    """A PIL image of (desired | current) thumbnails in a grid, each with its caption lines under it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = tiles[0][0].shape[:2]
+    scale = min(1.0, THUMB / max(h, w))
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    line, pad = 15, 4
+    n_lines = max(len(t[2]) for t in tiles)
+    cell_w, cell_h = 2 * tw + 3 * pad, th + n_lines * line + 3 * pad
+    cols = max(1, math.ceil(math.sqrt(len(tiles))))
+    rows = math.ceil(len(tiles) / cols)
+    header = line + 2 * pad
+    canvas = Image.new("RGB", (cols * cell_w, header + rows * cell_h), (32, 32, 32))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, pad), title, fill=(200, 200, 200), font=font)
+    for k, (des, cur, captions) in enumerate(tiles):
+        x0, y0 = (k % cols) * cell_w + pad, header + (k // cols) * cell_h
+        for dx, rgb in ((0, des), (tw + pad, cur)):
+            canvas.paste(Image.fromarray(rgb).resize((tw, th), Image.Resampling.BILINEAR), (x0 + dx, y0))
         for r, text in enumerate(captions):
             draw.text((x0, y0 + th + pad + r * line), text, fill=(235, 235, 235), font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
-    return out
+    return canvas
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from configs import save_config
+from configs import save_config, with_absolute_paths
 from configs.schema import Config
 from datagen.actors import NAMESPACE, dagger_name, remote_classes
 from datagen.hemisphere import shard_count
@@ -52,18 +53,30 @@ def _disk_mb(root: str) -> float:
     return sum(f.stat().st_size for f in Path(root, "shards").rglob("*") if f.is_file()) / 1e6
 
 
-def init_ray(cfg: Config) -> bool:
-    """Join RAY_ADDRESS / datagen.ray_address, or start a local Ray; returns True when this call started it."""
+def requested_cpus(cfg: Config, trainer: bool = False) -> float:
+    """CPUs the producer actors (and the trainer's workers) ask Ray for."""
+    h, d = cfg.datagen.hemisphere, cfg.datagen.dagger
+    total = h.actors * h.num_cpus + d.actors * d.num_cpus
+    return total + (cfg.train.workers * cfg.train.cpus_per_worker if trainer else 0.0)
+
+
+def init_ray(cfg: Config, env_vars: dict[str, str] | None = None, min_cpus: float = 0.0) -> bool:
+    """Join RAY_ADDRESS / datagen.ray_address, or start a local Ray; returns True when this call started it.
+
+    A local Ray advertises at least `min_cpus` logical CPUs, so that producers and trainer that each reserve a CPU
+    can all run on a small machine (they share the cores; nothing deadlocks waiting for a slot).
+    """
     import ray
 
     if ray.is_initialized():
         return False
     platform = choose_platform()  # probe GL once here; the workers inherit the answer
-    env = {"MUJOCO_GL": platform, "PYOPENGL_PLATFORM": platform}
+    env = {"MUJOCO_GL": platform, "PYOPENGL_PLATFORM": platform, **(env_vars or {})}
     address = cfg.datagen.ray_address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "runtime_env": {"env_vars": env}, "log_to_driver": True}
     if address is None:
-        kwargs.update(num_cpus=cfg.datagen.num_cpus, include_dashboard=False)
+        cpus = cfg.datagen.num_cpus or os.cpu_count() or 1
+        kwargs.update(num_cpus=max(cpus, math.ceil(min_cpus)), include_dashboard=False)
     ray.init(address=address, **kwargs)
     return True
 
@@ -92,15 +105,20 @@ def run_datagen(cfg: Config, show_progress: bool = True) -> Summary:
     import ray
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    cfg = with_absolute_paths(cfg)
     open_writer(cfg)  # creates the layout and info.json before the workers race to
     save_config(cfg, cfg.datagen.root)
     reader = DatasetReader(cfg.datagen.root)
     before, _ = _counts(reader)
-    started = init_ray(cfg)
+    started = init_ray(cfg, min_cpus=requested_cpus(cfg))
     t0 = time.time()
     try:
         actors = start_producers(cfg)
-        pending = [a.run.remote() for group in actors.values() for a in group]
+        owner = {}
+        for group in actors.values():
+            for a in group:
+                owner[a.run.remote()] = a
+        pending = list(owner)
         targets = {"hemisphere": cfg.datagen.hemisphere.samples, "dagger": cfg.datagen.dagger.samples}
         columns = [TextColumn("{task.description:10s}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[rate]:.1f} samples/s"), TimeElapsedColumn()]  # fmt: skip
@@ -109,6 +127,8 @@ def run_datagen(cfg: Config, show_progress: bool = True) -> Summary:
             while pending:
                 done, pending = ray.wait(pending, timeout=1.0)
                 ray.get(done)  # raises if a producer failed for good
+                for ref in done:
+                    ray.kill(owner[ref])  # an idle actor still holds its CPUs
                 now, _ = _counts(reader)
                 for k, task in tasks.items():
                     rate = (now[k] - before[k]) / max(time.time() - t0, 1e-9)

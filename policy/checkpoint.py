@@ -22,7 +22,7 @@ from policy.network import CNSv2Policy
 
 FORMAT = "cnsv2-policy"
 SCHEMA = 1
-WEIGHTS, META = "model.safetensors", "policy.json"
+WEIGHTS, META, TRAINER = "model.safetensors", "policy.json", "trainer.pt"
 # Keys that change the network's parameters; servo options, precision and losses may differ freely.
 ARCHITECTURE = ("input_size", "backbone", "transformer", "controller")
 
@@ -37,13 +37,24 @@ def build_policy(cfg: PolicyConfig) -> CNSv2Policy:
     return policy
 
 
-def save_checkpoint(policy: CNSv2Policy, path: str | os.PathLike[str], version: int, **extra: Any) -> Path:
-    """Write `policy` to the directory `path` (replacing it atomically), stamped with `version`."""
+def save_checkpoint(
+    policy: CNSv2Policy,
+    path: str | os.PathLike[str],
+    version: int,
+    trainer_state: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write `policy` to the directory `path` (replacing it atomically), stamped with `version`.
+
+    `trainer_state` (optimizer, schedule, step) goes into the same directory, so weights and state appear together.
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         save_model(policy, str(tmp / WEIGHTS))
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER)
         meta = {
             "format": FORMAT,
             "schema": SCHEMA,
@@ -112,3 +123,27 @@ def load_checkpoint(
             f"{path}: weights do not match the network: missing {missing[:8]}, unexpected {unexpected[:8]}"
         )
     return policy.to(device), meta
+
+
+def load_trainer_state(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The optimizer/schedule/step state saved with a checkpoint, or None for a weights-only checkpoint."""
+    f = Path(path) / TRAINER
+    if not f.is_file():
+        return None
+    return torch.load(f, map_location=device, weights_only=False)
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the highest policy_version under `directory` (None when there is none)."""
+    best: tuple[int, Path] | None = None
+    root = Path(directory)
+    if not root.is_dir():
+        return None
+    for meta in root.glob(f"*/{META}"):
+        try:
+            version = int(json.loads(meta.read_text())["policy_version"])
+        except (OSError, ValueError, KeyError):
+            continue  # a checkpoint being written, or a foreign file
+        if best is None or version > best[0]:
+            best = (version, meta.parent)
+    return None if best is None else best[1]

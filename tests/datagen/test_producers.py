@@ -10,10 +10,11 @@ import pytest
 
 from configs import load_config
 from datagen.beta import beta_for_round
-from datagen.dagger import DaggerProducer, newest_checkpoint
+from datagen.dagger import DaggerProducer
 from datagen.hemisphere import HemisphereProducer
 from datagen.shards import DatasetReader
 from policy import build_policy, save_checkpoint
+from policy.checkpoint import latest_checkpoint
 from policy.control import normalize_velocity, pbvs
 from sim.geometry import relative_pose
 
@@ -127,7 +128,7 @@ def test_dagger_loads_the_newest_checkpoint_of_the_run(tmp_path: Path) -> None:
     save_checkpoint(policy, ckpts / "step_000020", version=9)
     (ckpts / "broken").mkdir()
     (ckpts / "broken" / "policy.json").write_text("{not json")
-    assert newest_checkpoint(ckpts) == ckpts / "step_000020"
+    assert latest_checkpoint(ckpts) == ckpts / "step_000020"
     p = DaggerProducer(cfg)
     assert p.load_newest_checkpoint() == 9 and p.round == 1
     p.close()

@@ -1,0 +1,140 @@
+"""The trainer: checkpoint state round trip, weight push, a Ray Train run with W&B offline, resume, the pipeline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from configs import load_config
+from policy.checkpoint import latest_checkpoint, load_checkpoint
+from training.trainer import TrainState
+
+SMALL = [
+    "sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]", "datagen.num_cpus=4",
+    "datagen.hemisphere.samples=40", "datagen.hemisphere.shard_samples=10", "datagen.dagger.samples=20",
+    "datagen.dagger.shard_samples=10", "datagen.dagger.episode_steps=10", "train.batch_size=4", "train.log_every=1",
+    "train.image_every=3", "train.val_every=3", "train.val_batches=1", "train.checkpoint_every=2", "train.push_every=2",
+    "train.warmup_steps=2", "train.wait_for_data=120", "data.workers=0", "data.shuffle_buffer=16", "data.block=4",
+]  # fmt: skip
+
+
+def _cfg(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
+    return load_config("smoke", [f"run.root={tmp_path}", *SMALL, *overrides])
+
+
+def test_train_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    a = TrainState(cfg, torch.device("cpu"))
+    for _ in range(3):
+        out = a.policy(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+        out.vel.square().sum().backward()
+        a.opt.step()
+        a.sched.step()
+        a.opt.zero_grad()
+        a.step += 1
+    path = a.save()
+    assert path.name == "step_000003"
+    b = TrainState(cfg, torch.device("cpu"))
+    assert b.resume() == path and b.step == 3
+    assert b.sched.last_epoch == a.sched.last_epoch and b.sched.get_last_lr() == a.sched.get_last_lr()
+    for (na, pa), (nb, pb) in zip(a.policy.state_dict().items(), b.policy.state_dict().items(), strict=True):
+        assert na == nb and torch.equal(pa, pb)
+    sa, sb = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
+    _, meta = load_checkpoint(path)  # an ordinary policy checkpoint as well
+    assert meta["policy_version"] == 3
+
+
+def test_old_checkpoints_are_pruned(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "train.keep_checkpoints=2")
+    s = TrainState(cfg, torch.device("cpu"))
+    for step in (2, 4, 6):
+        s.step = step
+        s.save()
+    assert sorted(p.name for p in Path(cfg.train.checkpoints).iterdir()) == ["step_000004", "step_000006"]
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    import ray
+
+    from datagen.runner import init_ray
+
+    assert init_ray(_cfg(tmp_path_factory.mktemp("ray")), {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}, 4)
+    yield ray
+    ray.shutdown()
+
+
+def test_weights_reach_a_named_dagger_actor_and_absence_is_fine(ray_session) -> None:  # type: ignore[no-untyped-def]
+    ray = ray_session
+    from datagen.actors import NAMESPACE
+    from training.push import WeightPusher
+
+    @ray.remote(num_cpus=0)
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, dict]] = []
+
+        def set_weights(self, state: dict, version: int) -> None:
+            self.calls.append((version, {k: v.shape for k, v in state.items()}))
+
+        def got(self) -> list:
+            return self.calls
+
+    model = torch.nn.Linear(3, 2)
+    pusher = WeightPusher(n_actors=1)
+    assert pusher.push(model, 1) == 0  # no actor yet: nothing happens, nothing fails
+    rec = Recorder.options(name="dagger", namespace=NAMESPACE).remote()
+    assert pusher.push(model, 7) == 1
+    ray.get(rec.got.remote())  # the call is queued before this one
+    calls = ray.get(rec.got.remote())
+    assert calls == [(7, {"weight": (2, 3), "bias": (2,)})]
+    ray.kill(rec)
+
+
+def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
+    from datagen.runner import run_datagen
+    from training.trainer import run_training
+
+    cfg = _cfg(tmp_path, "run.name=tr", "train.steps=4", "datagen.dagger.samples=0")
+    run_datagen(cfg, show_progress=False)
+    run_training(cfg)
+    run = tmp_path / "tr"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["train/loss"]) and r["train/samples_per_s"] > 0 for r in rows if "train/loss" in r)
+    assert any("val/loss" in r for r in rows)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+    assert (run / "loss_curve.png").stat().st_size > 1000 and (run / "samples" / "step_000003.png").is_file()
+    wandb_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1 and list(wandb_runs[0].glob("run-*.wandb"))
+    assert list((wandb_runs[0] / "files" / "media" / "images").glob("*.png"))  # sample grids and the loss curve
+
+    # A crash after the step-2 checkpoint: the newest one on disk is step 2. Rerunning continues from there.
+    shutil.rmtree(run / "checkpoints" / "step_000004")
+    run_training(cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 6})}))
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6 and any(r.get("resumed_from") == 2 for r in rows)
+    assert [r["step"] for r in rows if "train/loss" in r][-4:] == [3, 4, 5, 6]
+    assert latest_checkpoint(run / "checkpoints").name == "step_000006"
+
+
+def test_pipeline_closes_the_loop(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
+    from datagen.shards import DatasetReader
+    from training.pipeline import run_pipeline
+
+    cfg = _cfg(tmp_path, "run.name=pipe", "train.steps=6")
+    counts = run_pipeline(cfg, settle_timeout=120)
+    assert counts["hemisphere"] == 40 and counts["dagger_from_policy"] > 0
+    versions = {
+        max(s.sidecar["policy_versions"])
+        for s in DatasetReader(cfg.datagen.root).refresh()
+        if s.key.producer == "dagger"
+    }
+    assert -1 in versions and max(versions) >= 2  # round 0 by the expert, later rounds by pushed checkpoints
+    assert (tmp_path / "pipe" / "loss_curve.png").is_file()

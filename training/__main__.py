@@ -1,0 +1,59 @@
+"""`python -m training [--config smoke] [key.sub=value ...]`: train on an existing dataset root with Ray Train.
+
+Reads the shards under data.root (default: the run's datagen root, runs/<run.name>/data), writes checkpoints to
+train.checkpoints (runs/<run.name>/checkpoints), metrics, sample PNGs, loss_curve.png and the W&B run (offline unless
+WANDB_MODE=online) to runs/<run.name>/. Rerunning resumes from the newest checkpoint.
+Examples:
+  python -m training run.name=smoke train.steps=400
+  python -m training --config default train.workers=8 train.use_gpu=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from configs import add_config_arguments, config_from_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train, then print a one-line summary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_arguments(parser)
+    cfg = config_from_args(parser, parser.parse_args(argv))
+    from training.trainer import run_training
+
+    t0 = time.time()
+    run_training(cfg)
+    print(summary_line(cfg, time.time() - t0))
+    return 0
+
+
+def summary_line(cfg: object, seconds: float) -> str:
+    """Steps, final losses, the newest checkpoint and where everything went."""
+    from policy.checkpoint import latest_checkpoint
+    from training.trainer import run_dir
+
+    out = run_dir(cfg)  # type: ignore[arg-type]
+    rows = (
+        [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        if (out / "metrics.jsonl").is_file()
+        else []
+    )
+    last = next((r for r in reversed(rows) if "train/loss" in r), {})
+    val = next((r for r in reversed(rows) if "val/loss" in r), {})
+    ckpt = latest_checkpoint(cfg.train.checkpoints)  # type: ignore[attr-defined]
+    nan = float("nan")
+    return (
+        f"training: step {last.get('step', 0)}, loss {last.get('train/loss', nan):.4f}, "
+        f"val loss {val.get('val/loss', nan):.4f}, {last.get('train/samples_per_s', nan):.1f} samples/s, "
+        f"{seconds:.0f} s; checkpoint {ckpt}; curves {out / 'loss_curve.png'}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

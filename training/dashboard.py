@@ -1,0 +1,111 @@
+"""Rank 0's view of training: Weights & Biases (offline unless the user went online), metrics.jsonl, PNGs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from configs.schema import Config
+
+
+def wandb_mode(cfg: Config) -> str:
+    """WANDB_MODE from the environment wins (e.g. `online` after `wandb login`); else the config's mode."""
+    return os.environ.get("WANDB_MODE", cfg.train.wandb.mode)
+
+
+class Dashboard:
+    """Logs scalars, sample images and the loss curve to the run folder and, unless disabled, to W&B."""
+
+    def __init__(self, cfg: Config, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_file = run_dir / "metrics.jsonl"
+        self.wandb: Any = None
+        mode = wandb_mode(cfg)
+        if mode != "disabled":
+            import wandb
+
+            # A stable id lets a resumed run continue the same W&B run.
+            run_id = f"{cfg.run.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
+            self.wandb = wandb.init(
+                project=cfg.train.wandb.project,
+                entity=cfg.train.wandb.entity,
+                name=cfg.run.name,
+                id=run_id,
+                resume="allow",
+                dir=str(run_dir),
+                mode=mode,
+                config=cfg.model_dump(mode="json"),
+            )
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Append scalars to metrics.jsonl and W&B."""
+        with self.metrics_file.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def samples(self, cur: np.ndarray, des: np.ndarray, pred: np.ndarray, true: np.ndarray, step: int) -> Path:
+        """Write (and log) a grid of pairs captioned with the predicted and the true normalised velocity."""
+        from datagen.inspect import draw_pairs
+
+        tiles = []
+        for i in range(len(cur)):
+            cos = float(pred[i] @ true[i] / max(np.linalg.norm(pred[i]) * np.linalg.norm(true[i]), 1e-12))
+            captions = (
+                "pred " + " ".join(f"{c:+.2f}" for c in pred[i]),
+                "true " + " ".join(f"{c:+.2f}" for c in true[i]),
+                f"cos {cos:+.2f}",
+            )
+            tiles.append((des[i], cur[i], captions))
+        out = self.run_dir / "samples" / f"step_{step:06d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        draw_pairs(tiles, f"step {step}: desired | current; velocity (v, w), normalised").save(out)
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({"samples": wandb.Image(str(out))}, step=step)
+        return out
+
+    def loss_curve(self) -> Path | None:
+        """Plot the logged losses into loss_curve.png (and W&B); None when nothing was logged."""
+        if not self.metrics_file.is_file():
+            return None
+        rows = [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        if not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in ("train/loss", "train/norm", "train/direction", "train/aux_match", "val/loss"):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=key, marker="o" if key.startswith("val") else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        out = self.run_dir / "loss_curve.png"
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({"loss_curve": wandb.Image(str(out))})
+        return out
+
+    def finish(self) -> None:
+        """Draw the loss curve and close the W&B run."""
+        self.loss_curve()
+        if self.wandb is not None:
+            self.wandb.finish()

@@ -1,0 +1,78 @@
+"""`python -m training.pipeline`: the whole loop in one Ray job — both producers and the trainer, with checkpoints
+pushed live to the DAgger actor. Hemisphere data runs to its target; DAgger collects `datagen.dagger.samples` per round
+(round 0: the expert; then one round per pushed policy) until training ends and it has published data from a pushed
+policy. Ends with a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from configs import add_config_arguments, config_from_args, save_config, with_absolute_paths
+from configs.schema import Config
+
+
+def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object]:
+    """Run producers and trainer together; returns counts per producer and of DAgger samples from pushed policies."""
+    import ray
+
+    from datagen.producer import open_writer
+    from datagen.runner import init_ray, requested_cpus, start_producers
+    from datagen.shards import DatasetReader
+    from training.dashboard import wandb_mode
+    from training.trainer import run_training
+
+    cfg = with_absolute_paths(cfg)
+    open_writer(cfg)
+    save_config(cfg, cfg.datagen.root)
+    env = {"WANDB_MODE": wandb_mode(cfg), "WANDB_SILENT": "true"}
+    started = init_ray(cfg, env, min_cpus=requested_cpus(cfg, trainer=True))
+    try:
+        actors = start_producers(cfg)
+        hemi_runs = [a.run.remote() for a in actors["hemisphere"]]
+        # DAgger collects datagen.dagger.samples per round, i.e. per pushed policy, until training ends.
+        dagger_runs = [a.run.remote(per_round=True) for a in actors["dagger"]]
+        run_training(cfg)  # blocks; DAgger receives weights every train.push_every steps
+        reader = DatasetReader(cfg.datagen.root)
+        deadline = time.time() + settle_timeout
+        # Let DAgger finish at least one shard with a pushed policy before stopping it.
+        while actors["dagger"] and not any(
+            s.key.producer == "dagger" and max(s.sidecar.get("policy_versions", [-1])) > 0 for s in reader.refresh()
+        ):
+            if time.time() > deadline:
+                break
+            time.sleep(1.0)
+        for a in actors["dagger"]:
+            a.stop.remote()
+        ray.get(hemi_runs + dagger_runs)
+    finally:
+        if started:
+            ray.shutdown()
+    counts = {"hemisphere": 0, "dagger": 0, "dagger_from_policy": 0}
+    for s in DatasetReader(cfg.datagen.root).refresh():
+        counts[s.key.producer] += s.n
+        if s.key.producer == "dagger" and max(s.sidecar.get("policy_versions", [-1])) > 0:
+            counts["dagger_from_policy"] += s.n
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the pipeline and print a one-line summary."""
+    parser = argparse.ArgumentParser(prog="python -m training.pipeline", description=__doc__)
+    add_config_arguments(parser)
+    cfg = config_from_args(parser, parser.parse_args(argv))
+    from training.__main__ import summary_line
+
+    t0 = time.time()
+    counts = run_pipeline(cfg)
+    print(
+        f"pipeline: hemisphere {counts['hemisphere']} + dagger {counts['dagger']} samples "
+        f"({counts['dagger_from_policy']} from pushed policies); " + summary_line(cfg, time.time() - t0)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The trainer: Ray Train `TorchTrainer` (DDP: gloo on CPU, NCCL on GPU) over the published shards.
+
+Every worker reads its own stream of shards; rank 0 logs (W&B, metrics.jsonl, PNGs), validates, saves checkpoints
+(weights + optimizer + schedule + step) every `train.checkpoint_every` steps and at the end, and pushes the weights
+to the DAgger actors every `train.push_every` steps. A rerun resumes from the newest checkpoint, continuing the same
+step count and schedule. The policy version of a checkpoint is its step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from configs import save_config, with_absolute_paths
+from configs.schema import Config
+from policy.checkpoint import build_policy, latest_checkpoint, load_trainer_state, save_checkpoint
+from policy.losses import policy_loss
+from training.schedule import lr_factor
+
+TRAIN_DIR = "ray_train"
+
+
+def run_dir(cfg: Config) -> Path:
+    """runs/<run.name>: the W&B run, metrics, PNGs and the Ray Train storage of this run."""
+    return Path(cfg.run.root) / cfg.run.name
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _prune(directory: Path, keep: int) -> None:
+    ckpts = sorted(p for p in directory.glob("step_*") if p.is_dir() and not p.name.startswith("."))
+    for old in ckpts[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class TrainState:
+    """The model, optimiser, schedule and step of one worker, and how to save and restore them."""
+
+    def __init__(self, cfg: Config, device: torch.device) -> None:
+        t = cfg.train
+        self.cfg, self.device = cfg, device
+        self.policy = build_policy(cfg.policy).to(device)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=t.lr, weight_decay=t.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, t.warmup_steps, t.steps, t.min_lr_ratio)
+        )
+        fp16 = device.type == "cuda" and cfg.policy.precision == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.step = 0
+
+    def resume(self) -> Path | None:
+        """Load the newest checkpoint of the run, if any (weights, optimiser, schedule, step)."""
+        from safetensors.torch import load_model
+
+        path = latest_checkpoint(self.cfg.train.checkpoints)
+        if path is None:
+            return None
+        load_model(self.policy, str(path / "model.safetensors"), device=str(self.device))
+        state = load_trainer_state(path, self.device)
+        if state is not None:
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step = int(state["step"])
+        return path
+
+    def save(self) -> Path:
+        """Write checkpoint step_<step> atomically and keep the newest `keep_checkpoints`."""
+        t = self.cfg.train
+        state = {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+        }
+        path = save_checkpoint(
+            self.policy, Path(t.checkpoints) / f"step_{self.step:06d}", self.step, trainer_state=state, step=self.step
+        )
+        _prune(Path(t.checkpoints), t.keep_checkpoints)
+        return path
+
+
+def _batch_metrics(batch: dict[str, torch.Tensor], vel: torch.Tensor, step: int) -> dict[str, float]:
+    dagger = batch["producer"] == 1
+    versions = batch["policy_version"][dagger & (batch["policy_version"] >= 0)]
+    out = {
+        "data/dagger_share": float(dagger.float().mean()),
+        "data/beta": float(batch["beta"][dagger].mean()) if dagger.any() else float("nan"),
+        "data/policy_version": float(versions.float().mean()) if len(versions) else -1.0,
+        "data/policy_lag": float(step - versions.float().mean()) if len(versions) else float("nan"),
+    }
+    cos = torch.nn.functional.cosine_similarity(vel.float(), batch["vel"].float(), dim=-1, eps=1e-9)
+    out["train/cos"] = float(cos.mean())
+    return out
+
+
+def _validate(state: TrainState, cfg: Config, loader: Any) -> dict[str, float]:
+    state.policy.eval()
+    totals: dict[str, float] = {}
+    n = 0
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if i >= cfg.train.val_batches:
+                break
+            b = _to_device(batch, state.device)
+            out = state.policy(b["cur"], b["des"])
+            losses = policy_loss(out, b["vel"], cfg.policy.loss, b.get("coarse_match"), b.get("coarse_valid"))
+            cos = torch.nn.functional.cosine_similarity(out.vel.float(), b["vel"], dim=-1, eps=1e-9).mean()
+            for k, v in {**{f"val/{k}": float(x) for k, x in losses.items()}, "val/cos": float(cos)}.items():
+                totals[k] = totals.get(k, 0.0) + v
+            n += 1
+    state.policy.train()
+    return {k.replace("val/total", "val/loss"): v / n for k, v in totals.items()} if n else {}
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """The per-worker loop Ray Train runs (also runnable without Ray for one process)."""
+    import ray.train
+    import ray.train.torch
+
+    from training.dashboard import Dashboard
+    from training.dataset import make_loader, wait_for_shards
+    from training.push import WeightPusher
+
+    cfg = Config.model_validate(config["cfg"])
+    t = cfg.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.run.seed * 1009 + rank)
+    state = TrainState(cfg, device)
+    resumed = state.resume()
+    model = ray.train.torch.prepare_model(state.policy) if world > 1 else state.policy
+    wait_for_shards(cfg.data.root, t.wait_for_data)
+    with_coarse = cfg.policy.loss.aux_match > 0
+    loader = make_loader(cfg.data, "train", cfg.run.seed + state.step, t.batch_size, rank=rank, world_size=world,
+                         with_coarse=with_coarse)  # fmt: skip
+    batches = iter(loader)
+    dash = Dashboard(cfg, run_dir(cfg)) if rank == 0 else None
+    pusher = WeightPusher(cfg.datagen.dagger.actors) if rank == 0 else None
+    if dash is not None and resumed is not None:
+        dash.log({"resumed_from": float(state.step)}, state.step)
+    last_saved = state.step
+    val_loader: Any = None
+    window_t, window_n = time.perf_counter(), 0
+    while state.step < t.steps:
+        model.train()
+        totals: dict[str, float] = {}
+        batch: dict[str, torch.Tensor] = {}
+        vel = torch.zeros(0)
+        for micro in range(t.accumulate):
+            batch = _to_device(next(batches), device)
+            sync = model.no_sync() if world > 1 and micro < t.accumulate - 1 else nullcontext()
+            with sync:
+                out = model(batch["cur"], batch["des"])
+                losses = policy_loss(out, batch["vel"], cfg.policy.loss, batch.get("coarse_match"),
+                                     batch.get("coarse_valid"))  # fmt: skip
+                state.scaler.scale(losses["total"] / t.accumulate).backward()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / t.accumulate
+            vel = out.vel.detach()
+            window_n += len(batch["vel"]) * world
+        state.scaler.unscale_(state.opt)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, t.grad_clip))
+        state.scaler.step(state.opt)
+        state.scaler.update()
+        state.opt.zero_grad(set_to_none=True)
+        state.sched.step()
+        state.step += 1
+        step = state.step
+        if step % t.log_every == 0 or step == t.steps:
+            dt = time.perf_counter() - window_t
+            metrics = {f"train/{'loss' if k == 'total' else k}": v for k, v in totals.items()}
+            metrics.update(_batch_metrics(batch, vel, step))
+            metrics.update({"train/lr": state.sched.get_last_lr()[0], "train/grad_norm": grad_norm,
+                            "train/samples_per_s": window_n / max(dt, 1e-9)})  # fmt: skip
+            window_t, window_n = time.perf_counter(), 0
+            if dash is not None:
+                dash.log(metrics, step)
+            ray.train.report({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        if dash is None:
+            continue
+        if step % t.image_every == 0 or step == t.steps:
+            k = min(8, len(batch["vel"]))
+            dash.samples(
+                (batch["cur"][:k].permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8),
+                (batch["des"][:k].permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8),
+                vel[:k].float().cpu().numpy(),
+                batch["vel"][:k].float().cpu().numpy(),
+                step,
+            )
+        if t.val_batches and (step % t.val_every == 0 or step == t.steps):
+            if val_loader is None:  # built once: its workers persist between validations
+                val_loader = make_loader(cfg.data, "val", cfg.run.seed, t.batch_size, with_coarse=with_coarse)
+            val = _validate(state, cfg, val_loader)
+            if val:
+                dash.log(val, step)
+        if step % t.checkpoint_every == 0 or step == t.steps:
+            state.save()
+            last_saved = step
+        if pusher is not None and (step % t.push_every == 0 or step == t.steps):
+            pusher.push(state.policy, step)
+    if dash is not None:
+        if last_saved != state.step:
+            state.save()
+        dash.finish()
+
+
+def run_training(cfg: Config) -> Any:
+    """Train with Ray Train on the configured dataset root; returns the Ray Train result."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from datagen.runner import init_ray
+    from training.dashboard import wandb_mode
+
+    cfg = with_absolute_paths(cfg)
+    t = cfg.train
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out, "train_config.yaml")
+    env = {"WANDB_MODE": wandb_mode(cfg), "WANDB_SILENT": "true"}
+    started = init_ray(cfg, env, min_cpus=t.workers * t.cpus_per_worker)
+    try:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"cfg": cfg.model_dump(mode="json")},
+            scaling_config=ScalingConfig(
+                num_workers=t.workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker}
+            ),
+            run_config=RunConfig(
+                name=f"{cfg.run.name}-train",
+                storage_path=str((out / TRAIN_DIR).resolve()),
+                worker_runtime_env={"env_vars": env},
+            ),
+        )
+        return trainer.fit()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
