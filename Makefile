@@ -36,6 +36,7 @@ bench: setup
 	$(PY) -m assets.bench
 	$(PY) -m sim.bench $(ARGS)
 	$(PY) -m datagen.bench
+	$(PY) -m training.bench
 
 preview: setup
 	$(PY) -m sim.preview $(ARGS)

@@ -1,0 +1,78 @@
+"""`python -m training.bench`: data-loader samples/s against trainer samples/s on this machine (one process).
+
+The loader must not be the bottleneck: it has to deliver more samples per second than one training step consumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+
+import torch
+
+from configs import load_config
+
+
+def loader_rate(cfg: object, workers: int, batches: int) -> float:
+    """Samples/s the train loader delivers with `workers` processes (after its first batch)."""
+    from training.dataset import make_loader
+
+    data = cfg.data.model_copy(update={"workers": workers})  # type: ignore[attr-defined]
+    it = iter(make_loader(data, "train", 0, cfg.train.batch_size))  # type: ignore[attr-defined]
+    next(it)
+    t0 = time.perf_counter()
+    n = sum(len(next(it)["vel"]) for _ in range(batches))
+    return n / (time.perf_counter() - t0)
+
+
+def trainer_rate(cfg: object, steps: int) -> float:
+    """Samples/s of forward + backward + AdamW step on fixed batches (the model alone)."""
+    from policy.losses import policy_loss
+    from training.dataset import make_loader
+    from training.trainer import TrainState
+
+    state = TrainState(cfg, torch.device("cpu"))  # type: ignore[arg-type]
+    it = iter(make_loader(cfg.data, "train", 0, cfg.train.batch_size))  # type: ignore[attr-defined]
+    batch = next(it)
+    t0 = 0.0
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        out = state.policy(batch["cur"], batch["des"])
+        policy_loss(out, batch["vel"], cfg.policy.loss)["total"].backward()  # type: ignore[attr-defined]
+        state.opt.step()
+        state.opt.zero_grad()
+    return steps * len(batch["vel"]) / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table and the command that reproduces it."""
+    ap = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batches", type=int, default=40)
+    args = ap.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="cnsv2-train-bench-")
+    try:
+        from datagen.runner import run_datagen
+
+        cfg = load_config("smoke", [f"run.root={tmp}", "datagen.hemisphere.samples=200", "datagen.dagger.samples=100"])
+        run_datagen(cfg, show_progress=False)
+        rows = [(f"data loader, {w} worker process(es)", loader_rate(cfg, w, args.batches)) for w in (0, 1)]
+        rows.append(("trainer step (forward + backward + AdamW), smoke model", trainer_rate(cfg, args.steps)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"Training input vs compute, smoke config, 256 px, batch {cfg.train.batch_size}, torch threads "
+          f"{torch.get_num_threads()}")  # fmt: skip
+    print("| measurement | samples/s |")
+    print("|---|---|")
+    for name, rate in rows:
+        print(f"| {name} | {rate:.1f} |")
+    print(f"reproduce: python -m training.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
