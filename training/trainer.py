@@ -152,6 +152,8 @@ def train_loop(config: dict[str, Any]) -> None:
     last_saved = state.step
     val_loader: Any = None
     window_t, window_n = time.perf_counter(), 0
+    window: dict[str, float] = {}  # loss sums since the last log: logged values are window means, not one batch
+    window_steps, first_step = 0, state.step + 1
     while state.step < t.steps:
         model.train()
         totals: dict[str, float] = {}
@@ -177,9 +179,13 @@ def train_loop(config: dict[str, Any]) -> None:
         state.sched.step()
         state.step += 1
         step = state.step
-        if step % t.log_every == 0 or step == t.steps:
+        for k, v in totals.items():
+            window[k] = window.get(k, 0.0) + v
+        window_steps += 1
+        if step % t.log_every == 0 or step == t.steps or step == first_step:
             dt = time.perf_counter() - window_t
-            metrics = {f"train/{'loss' if k == 'total' else k}": v for k, v in totals.items()}
+            metrics = {f"train/{'loss' if k == 'total' else k}": v / window_steps for k, v in window.items()}
+            window, window_steps = {}, 0
             metrics.update(_batch_metrics(batch, vel, step))
             metrics.update({"train/lr": state.sched.get_last_lr()[0], "train/grad_norm": grad_norm,
                             "train/samples_per_s": window_n / max(dt, 1e-9)})  # fmt: skip
