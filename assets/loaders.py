@@ -220,8 +220,34 @@ def _fit(image: np.ndarray, size: int | None, exact: bool = False) -> np.ndarray
 # folders
 
 
-class MeshFolder:
+class _Listing:
+    """Lookup by index or name over a folder's entries (each entry has a `name`)."""
+
+    kind = "entry"
+    root: Path
+    entries: tuple[Any, ...]
+    _by_name: dict[str, int]
+
+    @property
+    def names(self) -> list[str]:
+        """Entry names (paths relative to root), sorted."""
+        return [e.name for e in self.entries]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: int | str) -> Any:
+        if isinstance(key, str):
+            if key not in self._by_name:
+                raise KeyError(f"no {self.kind} named {key!r} under {self.root}")
+            return self.entries[self._by_name[key]]
+        return self.entries[range(len(self.entries))[key]]
+
+
+class MeshFolder(_Listing):
     """The meshes of a downloaded dataset or plain folder, listed once and cached (see `assets.folder_index`)."""
+
+    kind = "mesh"
 
     def __init__(
         self, root: str | os.PathLike[str], layout: Layout = "auto", cache_dir: str | os.PathLike[str] | None = None
@@ -252,32 +278,16 @@ class MeshFolder:
             raise ValueError(f"no meshes found under {self.root}: expected {expected}")
         self._by_name = {e.name: i for i, e in enumerate(self.entries)}
 
-    @property
-    def names(self) -> list[str]:
-        """Entry names, sorted."""
-        return [e.name for e in self.entries]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, key: int | str) -> MeshEntry:
-        return self.entries[self._index(key)]
-
     def load(self, key: int | str, size: float, **kwargs: Any) -> Mesh:
         """Load entry `key` (index or name) as a `Mesh` with largest extent `size` (keyword args go to load_mesh)."""
         entry = self[key]
         return load_mesh(entry.mesh, size, texture_path=entry.texture, name=entry.name, **kwargs)
 
-    def _index(self, key: int | str) -> int:
-        if isinstance(key, str):
-            if key not in self._by_name:
-                raise KeyError(f"no mesh named {key!r} under {self.root}")
-            return self._by_name[key]
-        return range(len(self.entries))[key]
 
-
-class ImageFolder:
+class ImageFolder(_Listing):
     """The images (textures or equirectangular environment maps) under a folder, listed once and cached."""
+
+    kind = "image"
 
     def __init__(self, root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.root = _existing_folder(root, "image")
@@ -297,21 +307,6 @@ class ImageFolder:
         self.cache_path = index.cache_path
         self.from_cache = index.from_cache
         self._by_name = {e.name: i for i, e in enumerate(self.entries)}
-
-    @property
-    def names(self) -> list[str]:
-        """Entry names (paths relative to root), sorted."""
-        return [e.name for e in self.entries]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, key: int | str) -> ImageEntry:
-        if isinstance(key, str):
-            if key not in self._by_name:
-                raise KeyError(f"no image named {key!r} under {self.root}")
-            return self.entries[self._by_name[key]]
-        return self.entries[range(len(self.entries))[key]]
 
     def load(self, key: int | str, size: int | None = None) -> np.ndarray:
         """Entry `key` (index or name) as RGB uint8 (H, W, 3); `size` resizes its longer side."""
