@@ -60,6 +60,7 @@ def test_missing_gl_libraries_are_named(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_egl_failure_falls_back_to_osmesa(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)  # restored afterwards, like MUJOCO_GL
     monkeypatch.setattr(mujoco_gl, "_probe", lambda platform: None if platform == "osmesa" else "no EGL display")
     assert mujoco_gl.choose_platform() == "osmesa"
 
