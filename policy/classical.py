@@ -1,0 +1,292 @@
+"""Matcher-based classical visual-servo controllers (the CNS paper's classical baselines) behind one interface.
+
+A controller is reset with the desired image, the intrinsics K and the scene scale d*, then `step(rgb)` returns a
+camera-frame twist in real units. Matching follows the CNS baselines (shared/notes/benchmark-protocol.md): an
+OpenCV detector, FLANN kd-tree (5 trees, 50 checks) for SIFT or brute-force Hamming for ORB, Lowe's ratio test,
+then RANSAC on the essential matrix (p = 0.999, 3 px) to reject outliers, for IBVS as well.
+
+- `MatcherIBVS`: IBVS on the inliers in normalised coordinates, mean interaction matrix, Z = d* for every point.
+- `MatcherPBVS`: PBVS on (R, t) from the essential matrix, with |t| fixed by triangulating the inliers and setting
+  their median depth in the desired camera to d*. When the pose fails, or the inliers show less than
+  `MIN_PARALLAX_PX` of translation parallax (E degenerates as t -> 0 near the goal and is meaningless under pure
+  rotation), it falls back to the IBVS law above on the same inliers; `info["mode"]` says which law ran.
+
+Stop rule (no ground truth): the mean normalised keypoint error mean_i |x_i - x_i*| over the inliers stays below
+`stop_error` for `stop_steps` consecutive steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+
+from policy.control import ibvs, pbvs, pose_from_matches
+from sim.geometry import make_pose
+
+__all__ = ["CONTROLLERS", "ControlOutput", "Controller", "MatcherIBVS", "MatcherPBVS", "make_controller"]
+
+Detector = Literal["sift", "orb"]
+# The CNS baselines' RANSAC settings for the essential matrix.
+RANSAC_PROB, RANSAC_THRESHOLD_PX = 0.999, 3.0
+# Below this median translation parallax (pixels, after removing the estimated rotation) the essential matrix's
+# translation direction is noise, so PBVS hands over to IBVS.
+MIN_PARALLAX_PX = 1.0
+
+
+@dataclass(frozen=True)
+class ControlOutput:
+    """One control step of a classical controller."""
+
+    velocity: np.ndarray  # (6,) real units, camera frame; zero when not ok
+    stop: bool  # the controller's own stop signal (no ground truth)
+    ok: bool  # False when no command could be computed (e.g. too few matches)
+    info: dict = field(default_factory=dict)  # matches, inliers, error, mode, reason
+
+
+class Controller(Protocol):
+    """A closed-loop controller towards one desired image."""
+
+    name: str
+
+    def reset(self, desired_rgb: np.ndarray, K: np.ndarray, scene_scale: float) -> None:
+        """Set the desired image, the intrinsics and d*, and clear the stop counter."""
+        ...
+
+    def step(self, rgb: np.ndarray) -> ControlOutput:
+        """Return the velocity command for the current image."""
+        ...
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    a = np.asarray(img)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"expected a uint8 RGB (H, W, 3) or grey (H, W) image, got {a.dtype} {a.shape}")
+    return a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
+
+
+class _Matcher:
+    """Detect, describe and ratio-test match against a fixed desired image (computed once)."""
+
+    def __init__(self, detector: Detector, ratio: float) -> None:
+        if detector == "sift":
+            self.detector = cv2.SIFT_create()
+            # FLANN kd-tree as in the CNS baselines; algorithm 1 is FLANN_INDEX_KDTREE.
+            self.matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 5}, {"checks": 50})
+        elif detector == "orb":
+            self.detector = cv2.ORB_create(nfeatures=2000)
+            # Brute-force Hamming: exact, and always returns two neighbours for the ratio test (FLANN LSH may not).
+            self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        else:
+            raise ValueError(f"detector: expected 'sift' or 'orb', got {detector!r}")
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        self.ratio = ratio
+        self.kp_des = np.zeros((0, 2))
+        self.desc_des: np.ndarray | None = None
+
+    def _detect(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        kps, desc = self.detector.detectAndCompute(gray, None)
+        return np.array([k.pt for k in kps], np.float64).reshape(-1, 2), desc
+
+    def set_desired(self, gray: np.ndarray) -> None:
+        self.kp_des, self.desc_des = self._detect(gray)
+
+    def match(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return matched pixels (px_cur, px_des), both (N, 2)."""
+        kp, desc = self._detect(gray)
+        empty = np.zeros((0, 2))
+        if desc is None or self.desc_des is None or len(kp) < 2 or len(self.kp_des) < 2:
+            return empty, empty
+        pairs = self.matcher.knnMatch(desc, self.desc_des, k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < self.ratio * p[1].distance]
+        if not good:
+            return empty, empty
+        qi = np.array([m.queryIdx for m in good])
+        ti = np.array([m.trainIdx for m in good])
+        return kp[qi], self.kp_des[ti]
+
+
+def _essential_inliers(px_cur: np.ndarray, px_des: np.ndarray, K: np.ndarray) -> np.ndarray:
+    # RANSAC on E only to reject outliers (as CNS does for IBVS too); five points are its minimum.
+    n = len(px_cur)
+    if n < 5:
+        return np.ones(n, bool)
+    E, mask = cv2.findEssentialMat(
+        px_cur, px_des, K, method=cv2.RANSAC, prob=RANSAC_PROB, threshold=RANSAC_THRESHOLD_PX
+    )
+    if E is None or mask is None:
+        return np.zeros(n, bool)
+    return mask.ravel().astype(bool)
+
+
+def _normalise(px: np.ndarray, K: np.ndarray) -> np.ndarray:
+    return np.column_stack([(px[:, 0] - K[0, 2]) / K[0, 0], (px[:, 1] - K[1, 2]) / K[1, 1]])
+
+
+def _ibvs_velocity(x_cur: np.ndarray, x_des: np.ndarray, Z: float, lam: float) -> np.ndarray:
+    # The CNS baseline: mean interaction matrix with Z = d* for every point.
+    z = np.full((len(x_cur), 1), Z)
+    return ibvs(np.hstack([x_cur, z]), np.hstack([x_des, z]), lam, mode="mean")
+
+
+class _MatcherController:
+    """Shared matching, outlier rejection, stop rule and failure handling; subclasses supply the law."""
+
+    name = ""
+
+    def __init__(
+        self, detector: Detector, *, lam: float, ratio: float, min_matches: int, stop_error: float, stop_steps: int
+    ) -> None:
+        if lam <= 0 or stop_error < 0 or stop_steps < 1 or min_matches < 3:
+            raise ValueError(
+                f"need lam > 0, stop_error >= 0, stop_steps >= 1, min_matches >= 3; "
+                f"got {lam}, {stop_error}, {stop_steps}, {min_matches}"
+            )
+        self.detector = detector
+        self._matcher = _Matcher(detector, ratio)
+        self.lam, self.min_matches = float(lam), int(min_matches)
+        self.stop_error, self.stop_steps = float(stop_error), int(stop_steps)
+        self.K: np.ndarray | None = None
+        self.scene_scale = 1.0
+        self._below = 0
+
+    def reset(self, desired_rgb: np.ndarray, K: np.ndarray, scene_scale: float) -> None:
+        """Compute the desired keypoints once, store K and d*, and clear the stop counter."""
+        K = np.asarray(K, np.float64)
+        if K.shape != (3, 3):
+            raise ValueError(f"K: expected (3, 3), got {K.shape}")
+        if not scene_scale > 0:
+            raise ValueError(f"scene_scale must be > 0, got {scene_scale}")
+        self._matcher.set_desired(_gray(desired_rgb))
+        self.K, self.scene_scale, self._below = K, float(scene_scale), 0
+
+    def _fail(self, reason: str, info: dict) -> ControlOutput:
+        self._below = 0  # a lost frame breaks the run of converged steps
+        return ControlOutput(np.zeros(6), False, False, {**info, "reason": reason})
+
+    def step(self, rgb: np.ndarray) -> ControlOutput:
+        """Match the current image to the desired one and return the law's velocity and the stop signal."""
+        if self.K is None:
+            raise RuntimeError(f"{type(self).__name__}: call reset(desired_rgb, K, scene_scale) first")
+        pc, pd = self._matcher.match(_gray(rgb))
+        info: dict = {"matches": len(pc), "inliers": 0}
+        if len(pc) < self.min_matches:
+            return self._fail(f"{len(pc)} matches, need at least {self.min_matches}", info)
+        mask = _essential_inliers(pc, pd, self.K)
+        pc, pd = pc[mask], pd[mask]
+        info["inliers"] = len(pc)
+        if len(pc) < self.min_matches:
+            return self._fail(f"{len(pc)} RANSAC inliers, need at least {self.min_matches}", info)
+        xc, xd = _normalise(pc, self.K), _normalise(pd, self.K)
+        error = float(np.mean(np.linalg.norm(xc - xd, axis=1)))
+        info["error"] = error
+        vel, mode = self._law(pc, pd, xc, xd, info)
+        info["mode"] = mode
+        if not np.all(np.isfinite(vel)):
+            return self._fail("non-finite velocity", info)
+        self._below = self._below + 1 if error < self.stop_error else 0
+        return ControlOutput(vel, self._below >= self.stop_steps, True, info)
+
+    def _law(
+        self, pc: np.ndarray, pd: np.ndarray, xc: np.ndarray, xd: np.ndarray, info: dict
+    ) -> tuple[np.ndarray, str]:
+        raise NotImplementedError
+
+
+class MatcherIBVS(_MatcherController):
+    """SIFT/ORB matches + IBVS (mean interaction matrix, Z = d*), the CNS classical baseline."""
+
+    def __init__(
+        self,
+        detector: Detector = "sift",
+        *,
+        lam: float = 1.0,
+        ratio: float = 0.75,
+        min_matches: int = 4,
+        stop_error: float = 0.01,
+        stop_steps: int = 25,
+    ) -> None:
+        super().__init__(
+            detector, lam=lam, ratio=ratio, min_matches=min_matches, stop_error=stop_error, stop_steps=stop_steps
+        )
+        self.name = f"{detector}_ibvs"
+
+    def _law(
+        self, pc: np.ndarray, pd: np.ndarray, xc: np.ndarray, xd: np.ndarray, info: dict
+    ) -> tuple[np.ndarray, str]:
+        return _ibvs_velocity(xc, xd, self.scene_scale, self.lam), "ibvs"
+
+
+def _median_desired_depth(R: np.ndarray, t: np.ndarray, xc: np.ndarray, xd: np.ndarray) -> float:
+    # X_d = R X_c + t, so the current camera is P_c = [R^T | -R^T t] in the desired frame and P_d = [I | 0].
+    P_d = np.hstack([np.eye(3), np.zeros((3, 1))])
+    P_c = np.hstack([R.T, (-R.T @ t)[:, None]])
+    X = cv2.triangulatePoints(P_d, P_c, xd.T.astype(np.float64), xc.T.astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = X[2] / X[3]
+    z = z[np.isfinite(z) & (z > 0)]
+    return float(np.median(z)) if z.size else float("nan")
+
+
+class MatcherPBVS(_MatcherController):
+    """SIFT/ORB matches + essential-matrix PBVS, |t| from triangulation at d*, IBVS near the goal."""
+
+    def __init__(
+        self,
+        detector: Detector = "sift",
+        *,
+        lam: float = 1.0,
+        ratio: float = 0.75,
+        min_matches: int = 8,
+        stop_error: float = 0.01,
+        stop_steps: int = 25,
+    ) -> None:
+        super().__init__(
+            detector, lam=lam, ratio=ratio, min_matches=min_matches, stop_error=stop_error, stop_steps=stop_steps
+        )
+        self.name = f"{detector}_pbvs"
+
+    def _law(
+        self, pc: np.ndarray, pd: np.ndarray, xc: np.ndarray, xd: np.ndarray, info: dict
+    ) -> tuple[np.ndarray, str]:
+        assert self.K is not None
+        est = pose_from_matches(
+            pc, pd, self.K, prob=RANSAC_PROB, threshold_px=RANSAC_THRESHOLD_PX, min_inliers=self.min_matches
+        )
+        if est.failed:
+            info["fallback"] = est.reason
+            return _ibvs_velocity(xc, xd, self.scene_scale, self.lam), "ibvs"
+        m = est.inliers
+        # Translation parallax: what is left of the displacement once the estimated rotation is removed.
+        h = np.hstack([xc[m], np.ones((int(m.sum()), 1))]) @ est.R.T
+        x_rot = h[:, :2] / h[:, 2:3]
+        parallax = float(np.median(np.linalg.norm(x_rot - xd[m], axis=1))) * float(self.K[0, 0])
+        info["parallax_px"] = parallax
+        if parallax < MIN_PARALLAX_PX:
+            info["fallback"] = f"parallax {parallax:.2f} px < {MIN_PARALLAX_PX} px"
+            return _ibvs_velocity(xc, xd, self.scene_scale, self.lam), "ibvs"
+        z_med = _median_desired_depth(est.R, est.t, xc[m], xd[m])
+        if not np.isfinite(z_med) or z_med <= 0:
+            info["fallback"] = "triangulation gave no point in front of the cameras"
+            return _ibvs_velocity(xc, xd, self.scene_scale, self.lam), "ibvs"
+        # Depths scale with |t|: rescale so that the median inlier depth in the desired camera is d*.
+        t = est.t * (self.scene_scale / z_med)
+        info["t_norm"] = float(np.linalg.norm(t))
+        return pbvs(make_pose(est.R, t), self.lam), "pbvs"
+
+
+CONTROLLERS = ("sift_pbvs", "orb_pbvs", "sift_ibvs")
+
+
+def make_controller(name: str) -> Controller:
+    """Build a classical controller by name: "sift_pbvs", "orb_pbvs" or "sift_ibvs"."""
+    if name == "sift_pbvs":
+        return MatcherPBVS("sift")
+    if name == "orb_pbvs":
+        return MatcherPBVS("orb")
+    if name == "sift_ibvs":
+        return MatcherIBVS("sift")
+    raise ValueError(f"unknown controller {name!r}; expected one of {', '.join(CONTROLLERS)}")

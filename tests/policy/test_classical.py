@@ -1,0 +1,123 @@
+"""Matcher-based classical controllers (policy.classical) in closed loop on the simulator and on edge cases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from configs import load_config
+from policy.classical import CONTROLLERS, Controller, MatcherIBVS, MatcherPBVS, make_controller
+from policy.control import pbvs
+from sim import ServoEnv
+
+DT = 0.02
+GAIN = 2.0  # CNS executes the commanded velocity at 2x
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[ServoEnv]:
+    cfg = load_config(
+        "smoke",
+        [
+            "sim.camera.width=256",
+            "sim.camera.height=256",
+            "sim.scene.textureless_prob=0.0",
+            "sim.scene.ground_textureless_prob=0.0",
+            "sim.scene.effects.prob=0.0",
+        ],
+    ).sim
+    with ServoEnv(cfg) as e:
+        yield e
+
+
+def easy_start(env: ServoEnv, seed: int, max_deg: float = 20.0) -> tuple[float, float]:
+    """Reset, then walk towards the goal with the oracle until the rotation error is below max_deg (benchmark-like)."""
+    env.reset(seed)
+    for _ in range(300):
+        if env.pose_error()[1] < max_deg:
+            break
+        env.step(GAIN * pbvs(env.dTc), DT)
+    return env.pose_error()
+
+
+def closed_loop(env: ServoEnv, ctrl: Controller, seed: int, steps: int = 300) -> tuple[tuple, tuple]:
+    """Drive ctrl from the easy start until both errors shrink 5x (or steps run out); return (start, end) errors."""
+    e0 = easy_start(env, seed)
+    ctrl.reset(env.desired_frame().rgb, env.camera.K, env.scene_scale)
+    for _ in range(steps):
+        out = ctrl.step(env.observe().rgb)
+        env.step(GAIN * out.velocity, DT)
+        if env.done:
+            break
+        t, r = env.pose_error()
+        if t < e0[0] / 5 and r < e0[1] / 5:
+            break
+    return e0, env.pose_error()
+
+
+@pytest.mark.parametrize(
+    "ctrl_factory", [lambda: MatcherPBVS("sift"), lambda: MatcherIBVS("sift")], ids=["pbvs", "ibvs"]
+)
+def test_sift_controllers_converge_on_textured_scenes(env: ServoEnv, ctrl_factory) -> None:
+    results = [closed_loop(env, ctrl_factory(), seed) for seed in SEEDS]
+    wins = [end[0] < start[0] / 5 and end[1] < start[1] / 5 for start, end in results]
+    assert sum(wins) >= 2, f"(start, end) errors per seed: {results}"
+
+
+@pytest.mark.parametrize("name", ["sift_pbvs", "sift_ibvs"])
+def test_identical_images_give_zero_velocity_and_stop(env: ServoEnv, name: str) -> None:
+    env.reset(1)
+    des = env.desired_frame()
+    ctrl = make_controller(name)
+    ctrl.reset(des.rgb, des.K, env.scene_scale)
+    outs = [ctrl.step(des.rgb) for _ in range(25)]  # default stop_steps = 25
+    assert all(o.ok for o in outs)
+    assert max(float(np.linalg.norm(o.velocity)) for o in outs) < 1e-6
+    assert not any(o.stop for o in outs[:-1])
+    assert outs[-1].stop
+    assert outs[-1].info["error"] < 1e-9
+
+
+@pytest.mark.parametrize("name", CONTROLLERS)
+def test_grey_image_is_not_ok(env: ServoEnv, name: str) -> None:
+    env.reset(1)
+    des = env.desired_frame()
+    grey = np.full_like(des.rgb, 128)
+    ctrl = make_controller(name)
+    ctrl.reset(des.rgb, des.K, env.scene_scale)
+    out = ctrl.step(grey)
+    assert not out.ok and not out.stop
+    assert np.array_equal(out.velocity, np.zeros(6))
+    assert "reason" in out.info and out.info["matches"] == 0
+    # A grey desired image has no keypoints either.
+    ctrl.reset(grey, des.K, env.scene_scale)
+    out = ctrl.step(des.rgb)
+    assert not out.ok and np.array_equal(out.velocity, np.zeros(6))
+
+
+def test_make_controller_names_and_errors() -> None:
+    for name in CONTROLLERS:
+        ctrl = make_controller(name)
+        assert ctrl.name == name
+    assert isinstance(make_controller("sift_pbvs"), MatcherPBVS)
+    assert isinstance(make_controller("sift_ibvs"), MatcherIBVS)
+    with pytest.raises(ValueError, match="sift_pbvs"):
+        make_controller("roma_ibvs")
+    with pytest.raises(ValueError, match="detector"):
+        MatcherPBVS("akaze")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="reset"):
+        MatcherIBVS().step(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_orb_pbvs_gives_finite_velocity(env: ServoEnv) -> None:
+    easy_start(env, 2)
+    ctrl = make_controller("orb_pbvs")
+    ctrl.reset(env.desired_frame().rgb, env.camera.K, env.scene_scale)
+    out = ctrl.step(env.observe().rgb)
+    assert out.ok, out.info
+    assert out.velocity.shape == (6,) and np.all(np.isfinite(out.velocity))
+    assert np.linalg.norm(out.velocity) > 0
+    assert out.info["inliers"] >= 8
