@@ -1,0 +1,49 @@
+"""Servo benchmark metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from training.metrics import Episode, by_initial_rotation, is_success, success_interval, summarise
+
+
+def test_success_rule_follows_cns() -> None:
+    assert is_success(0.09, 9.9, desired_distance=1.0)
+    assert not is_success(0.11, 1.0, desired_distance=1.0)
+    assert not is_success(0.01, 10.0, desired_distance=1.0)
+    assert is_success(0.04, 1.0, desired_distance=0.5) and not is_success(0.06, 1.0, desired_distance=0.5)
+
+
+def test_success_interval_is_the_normal_approximation() -> None:
+    p, lo, hi = success_interval(18, 20)
+    assert p == 0.9
+    half = 1.959963984540054 * math.sqrt(0.9 * 0.1 / 20)
+    assert lo == pytest.approx(0.9 - half) and hi == pytest.approx(1.0)  # clipped at 1
+    assert success_interval(20, 20) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        success_interval(0, 0)
+
+
+def test_summary_averages_errors_over_successes_only() -> None:
+    eps = [
+        Episode(True, 0.001, 0.1, 100, 30.0, 1.0),
+        Episode(True, 0.003, 0.3, 200, 60.0, 1.0),
+        Episode(False, 0.5, 90.0, 600, 170.0, 2.0),
+    ]
+    row = summarise(eps)
+    assert row["episodes"] == 3 and row["successes"] == 2 and row["sr"] == pytest.approx(2 / 3)
+    assert row["te_mm_mean"] == pytest.approx(2.0) and row["te_mm_std"] == pytest.approx(1.0)
+    assert row["re_deg_mean"] == pytest.approx(0.2) and row["steps_mean"] == pytest.approx(150.0)
+    assert row["fps"] == pytest.approx(900 / 4.0)
+    none = summarise([Episode(False, 1.0, 90.0, 10, 10.0)])
+    assert none["sr"] == 0.0 and math.isnan(none["te_mm_mean"])
+
+
+def test_thirds_by_initial_rotation() -> None:
+    eps = [Episode(True, 0.0, 0.0, 1, r) for r in (90.0, 10.0, 170.0, 40.0, 120.0, 60.0)]
+    groups = by_initial_rotation(eps)
+    assert [e.initial_re_deg for e in groups["S"]] == [10.0, 40.0]
+    assert [e.initial_re_deg for e in groups["M"]] == [60.0, 90.0]
+    assert [e.initial_re_deg for e in groups["L"]] == [120.0, 170.0]
