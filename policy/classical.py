@@ -135,17 +135,27 @@ def _ibvs_velocity(x_cur: np.ndarray, x_des: np.ndarray, Z: float, lam: float) -
 class _MatcherController:
     """Shared matching, outlier rejection, stop rule and failure handling; subclasses supply the law."""
 
-    name = ""
+    law = ""  # the controller's name is "<detector>_<law>"
+    default_min_matches = 4
 
     def __init__(
-        self, detector: Detector, *, lam: float, ratio: float, min_matches: int, stop_error: float, stop_steps: int
+        self,
+        detector: Detector = "sift",
+        *,
+        lam: float = 1.0,
+        ratio: float = 0.75,
+        min_matches: int | None = None,
+        stop_error: float = 0.01,
+        stop_steps: int = 25,
     ) -> None:
+        min_matches = self.default_min_matches if min_matches is None else min_matches
         if lam <= 0 or stop_error < 0 or stop_steps < 1 or min_matches < 3:
             raise ValueError(
                 f"need lam > 0, stop_error >= 0, stop_steps >= 1, min_matches >= 3; "
                 f"got {lam}, {stop_error}, {stop_steps}, {min_matches}"
             )
         self.detector = detector
+        self.name = f"{detector}_{self.law}"
         self._matcher = _Matcher(detector, ratio)
         self.lam, self.min_matches = float(lam), int(min_matches)
         self.stop_error, self.stop_steps = float(stop_error), int(stop_steps)
@@ -199,20 +209,8 @@ class _MatcherController:
 class MatcherIBVS(_MatcherController):
     """SIFT/ORB matches + IBVS (mean interaction matrix, Z = d*), the CNS classical baseline."""
 
-    def __init__(
-        self,
-        detector: Detector = "sift",
-        *,
-        lam: float = 1.0,
-        ratio: float = 0.75,
-        min_matches: int = 4,
-        stop_error: float = 0.01,
-        stop_steps: int = 25,
-    ) -> None:
-        super().__init__(
-            detector, lam=lam, ratio=ratio, min_matches=min_matches, stop_error=stop_error, stop_steps=stop_steps
-        )
-        self.name = f"{detector}_ibvs"
+    law = "ibvs"
+    default_min_matches = 4
 
     def _law(
         self, pc: np.ndarray, pd: np.ndarray, xc: np.ndarray, xd: np.ndarray, info: dict
@@ -234,20 +232,8 @@ def _median_desired_depth(R: np.ndarray, t: np.ndarray, xc: np.ndarray, xd: np.n
 class MatcherPBVS(_MatcherController):
     """SIFT/ORB matches + essential-matrix PBVS, |t| from triangulation at d*, IBVS near the goal."""
 
-    def __init__(
-        self,
-        detector: Detector = "sift",
-        *,
-        lam: float = 1.0,
-        ratio: float = 0.75,
-        min_matches: int = 8,
-        stop_error: float = 0.01,
-        stop_steps: int = 25,
-    ) -> None:
-        super().__init__(
-            detector, lam=lam, ratio=ratio, min_matches=min_matches, stop_error=stop_error, stop_steps=stop_steps
-        )
-        self.name = f"{detector}_pbvs"
+    law = "pbvs"
+    default_min_matches = 8  # the essential matrix needs more points than IBVS
 
     def _law(
         self, pc: np.ndarray, pd: np.ndarray, xc: np.ndarray, xd: np.ndarray, info: dict
