@@ -173,6 +173,7 @@ class EnvConfig(Section):
     max_steps: int = Field(ge=1)
     min_height: float = Field(description="end the episode below this camera height, in units of d*")
     max_distance: float = Field(gt=0.0, description="end the episode beyond this distance from the centre, x d*")
+    lighting_change: bool = Field(description="render the desired image under lights drawn afresh (a hard case)")
 
 
 class SimConfig(Section):

@@ -22,7 +22,7 @@ from sim.scene_sampler import SceneSampler
 from sim.validate import as_array
 
 # Independent random streams per episode seed, so that changing one part of the scene never shifts another.
-SCENE_STREAM, POSE_STREAM, CAMERA_STREAM = 0, 1, 2
+SCENE_STREAM, POSE_STREAM, CAMERA_STREAM, LIGHT_STREAM = 0, 1, 2, 3
 
 
 class ServoEnv:
@@ -58,11 +58,16 @@ class ServoEnv:
         wTd[:3, 3] *= k
         wTc[:3, 3] *= k
         self.scene = scene.scaled(k)
-        self.renderer.load(self.scene)
         self.seed, self._wTd, self._wTc = seed, wTd, wTc
         self._fx_rng = np.random.default_rng([seed, CAMERA_STREAM])
         self.steps, self.reason = 0, ""
-        self._desired = self._render(wTd)
+        if self.cfg.env.lighting_change:
+            self.renderer.load(self.sampler.relight(self.scene, np.random.default_rng([seed, LIGHT_STREAM])))
+            self._desired = self._render(wTd)
+            self.renderer.load(self.scene)
+        else:
+            self.renderer.load(self.scene)
+            self._desired = self._render(wTd)
         self._current = None
         return self.observe()
 

@@ -5,6 +5,8 @@ random stream, and comes out as plain data (`SceneSpec`) that any render backend
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from assets import (
@@ -114,6 +116,11 @@ class SceneSampler:
             effects=self._effects(rng),
             seed=seed,
         )
+
+    def relight(self, scene: SceneSpec, rng: np.random.Generator) -> SceneSpec:
+        """The same scene under lights and ambient drawn afresh from `rng` (the lighting-change hard case)."""
+        ambient = tuple(float(rng.uniform(*self.cfg.ambient)) * _tint(rng, 0.1))
+        return replace(scene, lights=self._lights(rng), ambient=ambient)
 
     def _sky(self, rng: np.random.Generator) -> SkySpec:
         zenith = tuple(np.clip(np.array([0.3, 0.5, 0.85]) * _tint(rng, 0.3) * rng.uniform(0.6, 1.1), 0, 1))

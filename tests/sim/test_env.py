@@ -147,3 +147,20 @@ def test_env_rejects_bad_use() -> None:
             e.step(np.zeros(6), dt=0.0)
         with pytest.raises(ValueError, match="seed"):
             e.reset(-1)
+
+
+def test_lighting_change_relights_only_the_desired_image(env: ServoEnv) -> None:
+    with ServoEnv(_cfg("sim.env.lighting_change=true", "sim.scene.effects.prob=0")) as relit:
+        env_plain = ServoEnv(_cfg("sim.scene.effects.prob=0"))
+        try:
+            for seed in (0, 1, 2):
+                relit.reset(seed)
+                env_plain.reset(seed)
+                np.testing.assert_array_equal(relit.wTd, env_plain.wTd)
+                # The current image keeps the scene's own lights; only the goal image is relit.
+                assert relit.observe().rgb.tobytes() == env_plain.observe().rgb.tobytes()
+                d_relit, d_plain = relit.desired_frame(), env_plain.desired_frame()
+                np.testing.assert_array_equal(d_relit.depth, d_plain.depth)
+                assert np.abs(d_relit.rgb.astype(int) - d_plain.rgb).mean() > 3.0
+        finally:
+            env_plain.close()
