@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format bench config preview datagen inspect train pipeline clean
+.PHONY: setup test lint format bench config preview datagen inspect train pipeline eval clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,9 @@ train: setup
 
 pipeline: setup
 	$(PY) -m training.pipeline $(ARGS)
+
+eval: setup
+	$(PY) -m training.evaluate $(ARGS)
 
 inspect: setup
 	$(PY) -m datagen.inspect $(or $(ROOT),runs/smoke/data) $(ARGS)

@@ -357,6 +357,36 @@ class TrainConfig(Section):
     wandb: WandbConfig
 
 
+EVAL_CONTROLLERS = ("oracle", "sift_pbvs", "orb_pbvs", "sift_ibvs", "cnsv2", "cnsv2_pbvs")
+
+
+def _unique(items: list[str]) -> list[str]:
+    dup = sorted({x for x in items if items.count(x) > 1})
+    if dup:
+        raise ValueError(f"listed more than once: {', '.join(dup)}")
+    return items
+
+
+class EvalConfig(Section):
+    """The closed-loop servo benchmark: suites (configs/eval/), controllers, episodes and where results go."""
+
+    root: str = Field(min_length=1, description="results.md, results.json, episodes.jsonl and the PNGs go here")
+    suites: Annotated[list[str], AfterValidator(_unique)] = Field(
+        min_length=1, description="suite names in configs/eval/ or YAML paths"
+    )
+    controllers: Annotated[list[Literal[EVAL_CONTROLLERS]], AfterValidator(_unique)] = Field(  # type: ignore[valid-type]
+        min_length=1, description="cnsv2 is hybrid then PBVS (Sec. III.G); cnsv2_pbvs is PBVS only"
+    )
+    episodes: int = Field(ge=1, description="per suite; every controller sees the same episodes")
+    seed: int = Field(ge=0, description="episode i of every suite uses seed + i")
+    checkpoint: str | None = Field(description="CNSv2 checkpoint folder; null: the newest under train.checkpoints")
+    device: Literal["cpu", "cuda"]
+    workers: int | None = Field(ge=0, description="Ray actors running episodes; 0: in this process; null: CPUs")
+    trajectories: int = Field(ge=0, description="episodes per suite drawn as 3-D camera paths")
+    stop_velocity: float = Field(ge=0.0, description="CNSv2 stops once |normalised velocity| stays below this ...")
+    stop_steps: int = Field(ge=1, description="... for this many steps (no ground truth)")
+
+
 class Config(Section):
     """The whole configuration of a run."""
 
@@ -366,3 +396,4 @@ class Config(Section):
     datagen: DatagenConfig
     data: DataConfig
     train: TrainConfig
+    eval: EvalConfig

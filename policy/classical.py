@@ -18,12 +18,12 @@ Stop rule (no ground truth): the mean normalised keypoint error mean_i |x_i - x_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
 
-from policy.control import ibvs, pbvs, pose_from_matches
+from policy.control import clamp_velocity, ibvs, pbvs, pose_from_matches
 from sim.geometry import make_pose
 
 __all__ = ["CONTROLLERS", "ControlOutput", "Controller", "MatcherIBVS", "MatcherPBVS", "make_controller"]
@@ -147,6 +147,8 @@ class _MatcherController:
         min_matches: int | None = None,
         stop_error: float = 0.01,
         stop_steps: int = 25,
+        max_linear: float | None = None,
+        max_angular: float | None = None,
     ) -> None:
         min_matches = self.default_min_matches if min_matches is None else min_matches
         if lam <= 0 or stop_error < 0 or stop_steps < 1 or min_matches < 3:
@@ -159,6 +161,8 @@ class _MatcherController:
         self._matcher = _Matcher(detector, ratio)
         self.lam, self.min_matches = float(lam), int(min_matches)
         self.stop_error, self.stop_steps = float(stop_error), int(stop_steps)
+        # The same speed limits as CNSv2's Servo when given, so that one noisy match set cannot throw the camera.
+        self.limits = None if max_linear is None or max_angular is None else (float(max_linear), float(max_angular))
         self.K: np.ndarray | None = None
         self.scene_scale = 1.0
         self._below = 0
@@ -197,6 +201,8 @@ class _MatcherController:
         info["mode"] = mode
         if not np.all(np.isfinite(vel)):
             return self._fail("non-finite velocity", info)
+        if self.limits is not None:
+            vel = clamp_velocity(vel, *self.limits)
         self._below = self._below + 1 if error < self.stop_error else 0
         return ControlOutput(vel, self._below >= self.stop_steps, True, info)
 
@@ -267,12 +273,12 @@ class MatcherPBVS(_MatcherController):
 CONTROLLERS = ("sift_pbvs", "orb_pbvs", "sift_ibvs")
 
 
-def make_controller(name: str) -> Controller:
-    """Build a classical controller by name: "sift_pbvs", "orb_pbvs" or "sift_ibvs"."""
+def make_controller(name: str, **kwargs: Any) -> Controller:
+    """Build a classical controller by name: "sift_pbvs", "orb_pbvs" or "sift_ibvs" (kwargs go to its constructor)."""
     if name == "sift_pbvs":
-        return MatcherPBVS("sift")
+        return MatcherPBVS("sift", **kwargs)
     if name == "orb_pbvs":
-        return MatcherPBVS("orb")
+        return MatcherPBVS("orb", **kwargs)
     if name == "sift_ibvs":
-        return MatcherIBVS("sift")
+        return MatcherIBVS("sift", **kwargs)
     raise ValueError(f"unknown controller {name!r}; expected one of {', '.join(CONTROLLERS)}")

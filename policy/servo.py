@@ -16,6 +16,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from configs.schema import ServoConfig
+from policy.classical import ControlOutput
 from policy.control import (
     SingularLawWarning,
     clamp_velocity,
@@ -133,3 +134,45 @@ class Servo:
             warnings.simplefilter("ignore", SingularLawWarning)
             vel, mode = hybrid(T, xg, Zg, xg_des, 1.0, return_mode=True)
         return vel, mode
+
+
+class ServoController:
+    """CNSv2 behind the classical controllers' interface (`reset`, then `step(rgb) -> ControlOutput`).
+
+    Stop rule (no ground truth): the network's normalised velocity, |(v, w)| in the unit world, stays below
+    `stop_velocity` for `stop_steps` consecutive steps. A non-finite network output is reported as not ok.
+    """
+
+    def __init__(
+        self,
+        policy: CNSv2Policy,
+        cfg: ServoConfig | None = None,
+        *,
+        name: str = "cnsv2",
+        stop_velocity: float = 0.005,
+        stop_steps: int = 10,
+    ) -> None:
+        if not stop_velocity >= 0 or stop_steps < 1:
+            raise ValueError(f"need stop_velocity >= 0 and stop_steps >= 1, got {stop_velocity} and {stop_steps}")
+        self.policy, self.cfg, self.name = policy, cfg, name
+        self.stop_velocity, self.stop_steps = float(stop_velocity), int(stop_steps)
+        self.servo: Servo | None = None
+        self._below = 0
+
+    def reset(self, desired_rgb: np.ndarray, K: np.ndarray, scene_scale: float) -> None:
+        """Encode the desired image once and clear the stop counter."""
+        self.servo = Servo(self.policy, desired_rgb, K, scene_scale, cfg=self.cfg)
+        self._below = 0
+
+    def step(self, rgb: np.ndarray) -> ControlOutput:
+        """One network step: the velocity in real units, and the stop signal."""
+        if self.servo is None:
+            raise RuntimeError("ServoController: call reset(desired_rgb, K, scene_scale) first")
+        out = self.servo.step(rgb)
+        info = {"mode": out.mode, "confidence": out.confidence, "velocity_unit": out.velocity_unit}
+        if not out.ok:
+            self._below = 0
+            return ControlOutput(out.velocity, False, False, {**info, "reason": "non-finite network output"})
+        small = float(np.linalg.norm(out.velocity_unit)) < self.stop_velocity
+        self._below = self._below + 1 if small else 0
+        return ControlOutput(out.velocity, self._below >= self.stop_steps, True, info)

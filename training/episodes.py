@@ -10,9 +10,11 @@ import numpy as np
 from policy.classical import Controller, ControlOutput
 from policy.control import pbvs
 from sim.env import ServoEnv
-from training.metrics import Episode, is_success
+from training.metrics import Episode, Trace, is_success
 
 CNS_GAIN = 2.0  # CNS executes twice the predicted velocity
+# CNS aborts a matcher-based controller that finds no matches; we allow a few steps' grace for a RANSAC hiccup.
+FAIL_STEPS = 3
 
 
 class OracleController:
@@ -35,22 +37,35 @@ class OracleController:
         return ControlOutput(pbvs(self.env.dTc, self.lam), stop, True, {"te": te, "re": re})
 
 
-def run_episode(env: ServoEnv, controller: Controller, seed: int, gain: float = CNS_GAIN) -> Episode:
-    """Run the episode of `seed` to the controller's stop, an abnormal pose or the step limit."""
+def run_episode(
+    env: ServoEnv, controller: Controller, seed: int, gain: float = CNS_GAIN, fail_steps: int = FAIL_STEPS
+) -> Episode:
+    """Run the episode of `seed` to the controller's stop, an abnormal pose, a failing controller or the step limit."""
+    if fail_steps < 1:
+        raise ValueError(f"fail_steps must be >= 1, got {fail_steps}")
     env.reset(seed)
     desired_distance = float(np.linalg.norm(env.wTd[:3, 3]))
-    initial_re = env.pose_error()[1]
+    initial_te, initial_re = env.pose_error()
     controller.reset(env.desired_frame().rgb, env.camera.K, env.scene_scale)
     frame = env.observe()
-    steps, seconds = 0, 0.0
+    errors, positions = [(initial_te, initial_re)], [env.wTc[:3, 3]]
+    steps, seconds, failed, reason = 0, 0.0, 0, ""
     while not env.done:
         t0 = time.perf_counter()
         out = controller.step(frame.rgb)
         seconds += time.perf_counter() - t0
         if out.stop:
+            reason = "stop"
+            break
+        failed = 0 if out.ok else failed + 1
+        if failed >= fail_steps:
+            reason = f"controller failed: {out.info.get('reason', 'no command')}"
             break
         frame = env.step(gain * out.velocity)
         steps += 1
+        errors.append(env.pose_error())
+        positions.append(env.wTc[:3, 3])
     te, re = env.pose_error()
     success = not env.terminated and is_success(te, re, desired_distance)
-    return Episode(success, te, re, steps, initial_re, seconds)
+    trace = Trace(np.array(errors, float), np.array(positions, float), env.wTd[:3, 3])
+    return Episode(success, te, re, steps, initial_re, seconds, int(seed), reason or env.reason, initial_te, trace)

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 Z95 = 1.959963984540054  # two-sided 95 % quantile of the normal distribution
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """What an episode went through, one row per observation (the initial one included): for the plots."""
+
+    errors: np.ndarray  # (n, 2) translation error (metres) and rotation error (degrees)
+    positions: np.ndarray  # (n, 3) camera centres, world frame
+    desired: np.ndarray  # (3,) the desired camera centre
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,10 @@ class Episode:
     steps: int
     initial_re_deg: float  # initial rotation error, for the S/M/L split
     seconds: float = 0.0  # controller time, for FPS
+    seed: int = -1
+    reason: str = ""  # why it ended: "stop", "step limit", "controller failed: ...", or the env's abnormal end
+    initial_te_m: float = float("nan")
+    trace: Trace | None = field(default=None, compare=False, repr=False)
 
 
 def is_success(te_m: float, re_deg: float, desired_distance: float) -> bool:

@@ -1,0 +1,168 @@
+"""`make eval`: suites, the episode plan, in-process and Ray runs, the CNSv2 controller, and the written report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from configs import load_config
+from configs.loader import ConfigError
+from configs.schema import EVAL_CONTROLLERS
+from policy.checkpoint import build_policy, save_checkpoint
+from policy.servo import ServoController, ServoOutput
+from training.evaluate import main, make_plan, run_jobs
+from training.report import write_report
+from training.suites import available_suites, load_suite, suite_config
+
+SMALL = ["sim.camera.width=64", "sim.camera.height=64", "train.wandb.mode=disabled"]
+
+
+def _plan(tmp_path: Path, *overrides: str):
+    return make_plan("smoke", [*SMALL, f"run.root={tmp_path}", "eval.workers=0", *overrides])
+
+
+def test_shipped_suites_cover_table_one_and_the_hard_cases() -> None:
+    names = available_suites()
+    assert "common" not in names and any("canonical" in n for n in names)
+    for name in names:
+        cfg = suite_config("smoke", load_suite(name))
+        assert cfg.sim.assets.split == "heldout"  # common.yaml reaches every suite
+        assert cfg.sim.poses.initial.elevation_deg == cfg.sim.poses.desired.elevation_deg  # benchmark distribution
+    f05 = suite_config("smoke", load_suite("f0.5_d0.5_unaware"))
+    assert (f05.sim.camera.focal_scale, f05.sim.env.scene_scale, f05.policy.servo.aware) == (0.5, 0.5, False)
+    assert load_suite("f0.5_d0.5_unaware").controllers == ("cnsv2", "cnsv2_pbvs")
+    assert suite_config("smoke", load_suite("lighting")).sim.env.lighting_change
+    tl = suite_config("smoke", load_suite("textureless")).sim.scene
+    assert tl.textureless_prob == tl.ground_textureless_prob == 1.0
+    # The user's overrides come last and win over the suite's.
+    assert suite_config("smoke", load_suite("canonical"), ["sim.camera.focal_scale=2.0"]).sim.camera.focal_scale == 2.0
+
+
+def test_bad_suites_and_controllers_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"suite 'nope' not found; shipped suites: .*canonical"):
+        load_suite("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("descripton: x\ncontrollers: [sift]\noverrides: {sim.camera.widht: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(bad)
+    assert "unknown key 'descripton'" in str(err.value) and "unknown 'sift'" in str(err.value)
+    with pytest.raises(ConfigError, match="widht"):
+        suite_config("smoke", load_suite(_write(tmp_path, "overrides:\n  sim.camera.widht: 3\n")))
+    with pytest.raises(ConfigError, match=r"eval\.controllers"):
+        load_config("smoke", ["eval.controllers=[oracle,sift]"])
+    with pytest.raises(ConfigError, match="listed more than once: oracle"):
+        load_config("smoke", ["eval.controllers=[oracle,oracle]"])
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "suite.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_plan_runs_every_controller_on_the_same_seeds_and_skips_what_a_suite_excludes(tmp_path: Path) -> None:
+    cfg, plan = _plan(
+        tmp_path, "eval.suites=[canonical,f0.5_d0.5_unaware]", "eval.controllers=[oracle,sift_pbvs]", "eval.episodes=3"
+    )
+    assert [(j.suite, j.controller) for j in plan.jobs[::3]] == [("canonical", "oracle"), ("canonical", "sift_pbvs")]
+    assert {j.seed for j in plan.jobs} == {cfg.eval.seed, cfg.eval.seed + 1, cfg.eval.seed + 2}
+    assert plan.checkpoint is None  # no CNSv2 measured, none needed
+    with pytest.raises(ConfigError, match="measure nothing"):
+        _plan(tmp_path, "eval.suites=[f0.5_d0.5_unaware]", "eval.controllers=[oracle]")
+
+
+def test_cnsv2_without_a_checkpoint_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="make pipeline"):
+        _plan(tmp_path, "eval.controllers=[cnsv2]")
+    with pytest.raises(FileNotFoundError, match=r"eval\.checkpoint"):
+        _plan(tmp_path, "eval.controllers=[cnsv2_pbvs]", f"eval.checkpoint={tmp_path / 'missing'}")
+
+
+def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_written(tmp_path: Path) -> None:
+    cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=6")
+    results = run_jobs(cfg, plan)
+    assert all(ep.success and ep.reason == "stop" for _, ep in results)
+    report = write_report(cfg, plan.suites, results)
+    rows = json.loads(report.json.read_text())
+    row = next(r for r in rows if r["split"] == "all")
+    required = "suite controller episodes successes sr te_mm_mean te_mm_std re_deg_mean re_deg_std steps_mean fps"
+    assert set(required.split()) <= set(row)
+    assert (row["suite"], row["controller"], row["episodes"], row["sr"]) == ("canonical", "oracle", 6, 1.0)
+    assert row["te_mm_mean"] < 0.2 and row["fps"] > 0
+    splits = [r for r in rows if r["split"] != "all"]
+    assert [r["split"] for r in splits] == ["S", "M", "L"] and sum(r["episodes"] for r in splits) == 6
+    assert splits[0]["initial_re_deg_max"] <= splits[1]["initial_re_deg_min"]
+    assert "| canonical | oracle | 6/6 (100 %" in report.markdown.read_text()
+    assert len(report.episodes.read_text().splitlines()) == 6
+    assert {p.name for p in report.images} == {"errors_canonical.png", "paths_canonical.png"}
+    assert all(p.stat().st_size > 10_000 for p in report.images)
+
+
+def test_ray_actors_give_the_same_episodes_as_one_process(tmp_path: Path) -> None:
+    args = ["eval.suites=[canonical,lighting]", "eval.controllers=[oracle]", "eval.episodes=2"]
+    cfg, plan = _plan(tmp_path, *args)
+    serial = run_jobs(cfg, plan)
+    cfg2, plan2 = _plan(tmp_path, *args, "eval.workers=2", "datagen.num_cpus=2")
+    parallel = run_jobs(cfg2, plan2)
+    assert [j for j, _ in parallel] == [j for j, _ in serial]
+    for (_, a), (_, b) in zip(serial, parallel, strict=True):
+        assert (a.te_m, a.re_deg, a.steps, a.success) == (b.te_m, b.re_deg, b.steps, b.success)
+
+
+def test_cnsv2_controllers_run_from_a_checkpoint(tmp_path: Path) -> None:
+    cfg = load_config("smoke", ["policy.input_size=[64,64]"])
+    ckpt = save_checkpoint(build_policy(cfg.policy), tmp_path / "ckpt", version=1)
+    plan_args = ["eval.suites=[canonical]", "eval.controllers=[cnsv2,cnsv2_pbvs]", "eval.episodes=1"]
+    cfg, plan = _plan(tmp_path, *plan_args, f"eval.checkpoint={ckpt}", "sim.env.max_steps=5")
+    results = run_jobs(cfg, plan)
+    assert [j.controller for j, _ in results] == ["cnsv2", "cnsv2_pbvs"]
+    for _, ep in results:
+        assert ep.steps <= 5 and ep.reason  # an untrained policy runs to the limit or loses the scene
+        assert ep.trace is not None and len(ep.trace.errors) == ep.steps + 1
+
+
+class _FixedServo:
+    def __init__(self, speed: float, ok: bool = True) -> None:
+        self.speed, self.ok = speed, ok
+
+    def step(self, rgb: np.ndarray) -> ServoOutput:
+        v = np.full(6, self.speed)
+        return ServoOutput(v, v, "pbvs", np.zeros(2), np.zeros(2), 0.5, self.ok)
+
+
+def test_cnsv2_stops_when_its_own_velocity_stays_small() -> None:
+    cfg = load_config("smoke", ["policy.input_size=[64,64]"])
+    ctrl = ServoController(build_policy(cfg.policy), stop_velocity=0.01, stop_steps=3)
+    img = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="reset"):
+        ctrl.step(img)
+    ctrl.reset(img, np.array([[64.0, 0, 31.5], [0, 64.0, 31.5], [0, 0, 1]]), 1.0)
+    ctrl.servo = _FixedServo(0.001)
+    assert [ctrl.step(img).stop for _ in range(4)] == [False, False, True, True]
+    ctrl.servo = _FixedServo(0.1)  # a large command resets the count
+    assert not ctrl.step(img).stop
+    ctrl.servo = _FixedServo(float("nan"), ok=False)
+    out = ctrl.step(img)
+    assert not out.ok and not out.stop and "non-finite" in out.info["reason"]
+    with pytest.raises(ValueError, match="stop_steps"):
+        ServoController(build_policy(cfg.policy), stop_steps=0)
+
+
+def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = [*SMALL, f"run.root={tmp_path}", "run.name=cli", "eval.workers=0", "eval.suites=[canonical]"]
+    assert main([*args, "eval.controllers=[oracle]", "eval.episodes=1", "eval.trajectories=0"]) == 0
+    out = capsys.readouterr().out
+    assert "eval: 1 episodes (1 successes) over 1 suites" in out
+    assert (tmp_path / "cli" / "eval" / "results.md").is_file()
+    assert not (tmp_path / "cli" / "eval" / "paths_canonical.png").exists()
+    with pytest.raises(SystemExit) as err:
+        main([*args, "eval.suites=[nope]"])
+    assert err.value.code == 2
+
+
+def test_every_eval_controller_has_a_name_the_config_accepts() -> None:
+    cfg = load_config("smoke", [f"eval.controllers=[{','.join(EVAL_CONTROLLERS)}]"])
+    assert tuple(cfg.eval.controllers) == EVAL_CONTROLLERS

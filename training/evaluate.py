@@ -1,0 +1,230 @@
+"""`python -m training.evaluate` (`make eval`): closed-loop servo benchmark of CNSv2 against classical servoing.
+
+Every (suite, controller) pair runs the same `eval.episodes` episodes (seeds eval.seed + i), in parallel on Ray
+actors where cores allow. Results go to eval.root (runs/<run.name>/eval/): results.md, results.json,
+episodes.jsonl, error-vs-step curves and 3-D camera paths (PNG), and W&B unless it is disabled.
+Examples:
+  python -m training.evaluate
+  python -m training.evaluate eval.suites=[canonical] eval.controllers=[oracle,sift_pbvs] eval.episodes=20
+  python -m training.evaluate --config paper eval.checkpoint=runs/paper/checkpoints/step_050000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from configs import add_config_arguments, load_config
+from configs.loader import ConfigError
+from configs.schema import Config
+from training.metrics import Episode
+from training.suites import Suite, load_suite, suite_config
+
+CNSV2 = ("cnsv2", "cnsv2_pbvs")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode to run."""
+
+    suite: str
+    controller: str
+    seed: int
+
+
+@dataclass
+class Plan:
+    """Everything a benchmark needs: the suites with their configs, the jobs and the CNSv2 checkpoint."""
+
+    suites: list[Suite]
+    configs: dict[str, Config]
+    jobs: list[Job]
+    checkpoint: str | None
+
+
+def resolve_checkpoint(cfg: Config, controllers: Sequence[str]) -> str | None:
+    """The CNSv2 checkpoint folder (absolute) when a CNSv2 controller is measured; a clear error when there is none."""
+    if not any(c in CNSV2 for c in controllers):
+        return None
+    from policy.checkpoint import latest_checkpoint
+
+    path = Path(cfg.eval.checkpoint) if cfg.eval.checkpoint else latest_checkpoint(cfg.train.checkpoints)
+    if path is None or not path.is_dir():
+        where = cfg.eval.checkpoint or f"under {cfg.train.checkpoints}"
+        raise FileNotFoundError(
+            f"no CNSv2 checkpoint {where}: run `make pipeline` (or `make train`) first, point eval.checkpoint at a "
+            f"checkpoint folder, or leave cnsv2 out, e.g. eval.controllers=[oracle,sift_pbvs,orb_pbvs,sift_ibvs]"
+        )
+    return str(path.resolve())
+
+
+def make_plan(base: str | os.PathLike[str], overrides: Sequence[str] = ()) -> tuple[Config, Plan]:
+    """Load the run config and every suite's config, and list the episodes (sorted by suite, so actors reuse envs)."""
+    cfg = load_config(base, overrides)
+    suites = [load_suite(name) for name in cfg.eval.suites]
+    configs = {s.name: suite_config(base, s, overrides) for s in suites}
+    jobs = [
+        Job(s.name, c, cfg.eval.seed + i)
+        for s in suites
+        for c in cfg.eval.controllers
+        if s.applies_to(c)
+        for i in range(cfg.eval.episodes)
+    ]
+    if not jobs:
+        raise ConfigError([f"eval.controllers {cfg.eval.controllers} measure nothing in suites {cfg.eval.suites}"])
+    measured = sorted({j.controller for j in jobs})
+    return cfg, Plan(suites, configs, jobs, resolve_checkpoint(cfg, measured))
+
+
+class EvalWorker:
+    """Runs episodes; keeps one environment (the current suite's) and the CNSv2 weights between episodes."""
+
+    def __init__(self, configs: dict[str, Config], checkpoint: str | None, device: str = "cpu") -> None:
+        self.configs, self.checkpoint, self.device = configs, checkpoint, device
+        self._suite: str | None = None
+        self._env: Any = None
+        self._policy: Any = None
+
+    def _env_for(self, suite: str) -> Any:
+        if suite != self._suite:
+            from sim.env import ServoEnv
+
+            if self._env is not None:
+                self._env.close()
+            self._env, self._suite = ServoEnv(self.configs[suite].sim), suite
+        return self._env
+
+    def _controller(self, suite: str, name: str, env: Any) -> Any:
+        from policy.classical import CONTROLLERS, make_controller
+        from training.episodes import OracleController
+
+        if name == "oracle":
+            return OracleController(env)
+        cfg = self.configs[suite]
+        if name in CONTROLLERS:
+            limits = cfg.policy.servo
+            return make_controller(name, max_linear=limits.max_linear, max_angular=limits.max_angular)
+        if name not in CNSV2:
+            raise ValueError(f"unknown controller {name!r}")
+        from policy.servo import ServoController
+
+        if self._policy is None:
+            from policy.checkpoint import load_checkpoint
+
+            if self.checkpoint is None:
+                raise ValueError("a CNSv2 controller needs a checkpoint")
+            self._policy, _ = load_checkpoint(self.checkpoint, device=self.device)
+        servo = cfg.policy.servo.model_copy(update={"hybrid": name == "cnsv2"})
+        e = cfg.eval
+        return ServoController(self._policy, servo, name=name, stop_velocity=e.stop_velocity, stop_steps=e.stop_steps)
+
+    def run(self, job: Job) -> tuple[Job, Episode]:
+        """Run one episode."""
+        from training.episodes import run_episode
+
+        env = self._env_for(job.suite)
+        return job, run_episode(env, self._controller(job.suite, job.controller, env), job.seed)
+
+    def close(self) -> None:
+        """Release the renderer."""
+        if self._env is not None:
+            self._env.close()
+            self._env = self._suite = None
+
+
+def worker_count(cfg: Config, jobs: int) -> int:
+    """Ray actors to start: eval.workers, or one per CPU, never more than there are episodes (0: in-process)."""
+    n = cfg.eval.workers if cfg.eval.workers is not None else (os.cpu_count() or 1)
+    return min(n, jobs)
+
+
+def run_jobs(
+    cfg: Config, plan: Plan, on_result: Callable[[Job, Episode], None] | None = None
+) -> list[tuple[Job, Episode]]:
+    """Run every job, in this process (eval.workers = 0) or on Ray actors; results in the order of plan.jobs."""
+    n = worker_count(cfg, len(plan.jobs))
+    results: dict[Job, Episode] = {}
+
+    def done(job: Job, ep: Episode) -> None:
+        results[job] = ep
+        if on_result is not None:
+            on_result(job, ep)
+
+    if n == 0:
+        worker = EvalWorker(plan.configs, plan.checkpoint, cfg.eval.device)
+        try:
+            for job in plan.jobs:
+                done(*worker.run(job))
+        finally:
+            worker.close()
+    else:
+        _run_on_ray(cfg, plan, n, done)
+    return [(j, results[j]) for j in plan.jobs]
+
+
+def _run_on_ray(cfg: Config, plan: Plan, n: int, done: Callable[[Job, Episode], None]) -> None:
+    import ray
+    from ray.util import ActorPool
+
+    from datagen.runner import init_ray
+
+    started = init_ray(cfg, min_cpus=n)
+    # A GPU run shares the GPU between the actors; one CPU each keeps MuJoCo and OpenCV from oversubscribing.
+    gpus = 1.0 / n if cfg.eval.device == "cuda" else 0.0
+    Remote = ray.remote(num_cpus=1, num_gpus=gpus)(EvalWorker)
+    actors = [Remote.remote(plan.configs, plan.checkpoint, cfg.eval.device) for _ in range(n)]
+    try:
+        pool = ActorPool(actors)
+        for job, ep in pool.map_unordered(lambda a, j: a.run.remote(j), plan.jobs):
+            done(job, ep)
+    finally:
+        for a in actors:
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, write the report and print a one-line summary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg, plan = make_plan(args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.report import write_report
+
+    t0 = time.time()
+    successes = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("episodes", total=len(plan.jobs))
+
+        def show(job: Job, ep: Episode) -> None:
+            nonlocal successes
+            successes += ep.success
+            desc = f"{job.suite}/{job.controller} seed {job.seed}: {'ok' if ep.success else ep.reason or 'failed'}"
+            progress.update(task, advance=1, description=desc)
+
+        results = run_jobs(cfg, plan, show)
+    report = write_report(cfg, plan.suites, results, checkpoint=plan.checkpoint)
+    print(
+        f"eval: {len(results)} episodes ({successes} successes) over {len(plan.suites)} suites in "
+        f"{time.time() - t0:.0f} s; table {report.markdown}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The benchmark report: results.json rows, a results.md table, episodes.jsonl, PNG curves and paths, and W&B."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from configs.schema import Config
+from training.metrics import Episode, by_initial_rotation, summarise
+from training.suites import Suite
+
+SPLITS = ("S", "M", "L")
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where the report went."""
+
+    markdown: Path
+    json: Path
+    episodes: Path
+    images: list[Path]
+    rows: list[dict[str, Any]]
+
+
+def _grouped(results: Sequence[tuple[Any, Episode]]) -> dict[tuple[str, str], list[Episode]]:
+    out: dict[tuple[str, str], list[Episode]] = {}
+    for job, ep in results:
+        out.setdefault((job.suite, job.controller), []).append(ep)
+    return out
+
+
+def _failures(episodes: Sequence[Episode]) -> str:
+    counts = Counter(e.reason or "unknown" for e in episodes if not e.success)
+    return "; ".join(f"{reason} x{n}" for reason, n in counts.most_common())
+
+
+def make_rows(suites: Sequence[Suite], results: Sequence[tuple[Any, Episode]]) -> list[dict[str, Any]]:
+    """One row per (suite, controller) over all episodes (split "all"), then one per S/M/L third of them."""
+    rows = []
+    for (suite, controller), eps in _grouped(results).items():
+        row = {"suite": suite, "controller": controller, "split": "all", **summarise(eps)}
+        row["failures"] = _failures(eps)
+        row["initial_re_deg_min"] = min(e.initial_re_deg for e in eps)
+        row["initial_re_deg_max"] = max(e.initial_re_deg for e in eps)
+        rows.append(row)
+        for split, part in by_initial_rotation(eps).items():
+            if part:
+                rows.append(
+                    {
+                        "suite": suite,
+                        "controller": controller,
+                        "split": split,
+                        **summarise(part),
+                        "failures": _failures(part),
+                        "initial_re_deg_min": min(e.initial_re_deg for e in part),
+                        "initial_re_deg_max": max(e.initial_re_deg for e in part),
+                    }
+                )
+    order = {s.name: i for i, s in enumerate(suites)}
+    rows.sort(key=lambda r: order.get(r["suite"], len(order)))  # stable: controllers and splits keep their order
+    return rows
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return "-" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _sr(row: dict[str, Any]) -> str:
+    interval = f"{100 * row['sr_low']:.0f}-{100 * row['sr_high']:.0f}"
+    return f"{row['successes']}/{row['episodes']} ({100 * row['sr']:.0f} %, {interval})"
+
+
+def markdown(cfg: Config, suites: Sequence[Suite], rows: Sequence[dict[str, Any]], checkpoint: str | None) -> str:
+    """The results table, the S/M/L table and the setup, as Markdown."""
+    c = cfg.sim.camera
+    lines = [
+        f"# Servo benchmark: {cfg.run.name}",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. {c.width}x{c.height} px, 50 Hz, 2x gain, at most "
+        f"{cfg.sim.env.max_steps} steps; held-out assets; initial poses from the desired distribution. "
+        f"Success: final TE < 0.1 |desired position| and RE < 10°. TE and RE over successes; SR with a 95 % interval. "
+        f"CNSv2 checkpoint: {checkpoint or 'not measured'}.",
+        "",
+        "| suite | controller | SR (95 % CI) | TE (mm) | RE (°) | steps | FPS | failures |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["split"] == "all":
+            steps = "-" if math.isnan(r["steps_mean"]) else f"{r['steps_mean']:.0f}"
+            fps = "-" if math.isnan(r["fps"]) else f"{r['fps']:.0f}"
+            lines.append(
+                f"| {r['suite']} | {r['controller']} | {_sr(r)} | {_pm(r['te_mm_mean'], r['te_mm_std'], 2)} | "
+                f"{_pm(r['re_deg_mean'], r['re_deg_std'], 3)} | {steps} | {fps} | {r['failures'] or '-'} |"
+            )
+    lines += [
+        "",
+        "## By initial rotation (thirds of each row's episodes: S, M, L)",
+        "",
+        "| suite | controller | " + " | ".join(f"{s}: SR, TE (mm)" for s in SPLITS) + " |",
+        "|---|---|" + "---|" * len(SPLITS),
+    ]
+    by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        if r["split"] != "all":
+            by_key.setdefault((r["suite"], r["controller"]), {})[r["split"]] = r
+    for (suite, controller), parts in by_key.items():
+        cells = []
+        for s in SPLITS:
+            p = parts.get(s)
+            cells.append(
+                "-"
+                if p is None
+                else f"{p['successes']}/{p['episodes']}, {_pm(p['te_mm_mean'], p['te_mm_std'], 2)} "
+                f"({p['initial_re_deg_min']:.0f}-{p['initial_re_deg_max']:.0f}°)"
+            )
+        lines.append(f"| {suite} | {controller} | " + " | ".join(cells) + " |")
+    lines += ["", "## Suites", ""]
+    lines += [f"- **{s.name}**: {s.description}" for s in suites]
+    return "\n".join(lines) + "\n"
+
+
+def plot_errors(suite: str, groups: dict[str, list[Episode]], path: Path) -> Path:
+    """Translation and rotation error against step, one colour per controller, one line per episode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = plt.get_cmap("tab10")
+    for k, (controller, eps) in enumerate(groups.items()):
+        for i, ep in enumerate(e for e in eps if e.trace is not None):
+            err = np.maximum(ep.trace.errors, 1e-6)  # log axes
+            label = controller if i == 0 else None
+            style = "-" if ep.success else ":"
+            axes[0].plot(err[:, 0] * 1e3, style, color=colours(k), alpha=0.7, lw=1, label=label)
+            axes[1].plot(err[:, 1], style, color=colours(k), alpha=0.7, lw=1, label=label)
+    for ax, name in zip(axes, ("translation error (mm)", "rotation error (°)"), strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel("step (50 Hz)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{suite}: error against step (dotted: failed episodes)")
+    return _save(fig, path)
+
+
+def plot_trajectories(suite: str, groups: dict[str, list[Episode]], count: int, path: Path) -> Path:
+    """Camera centres of the first `count` episodes in 3-D, one panel per controller (world frame, d* units)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(groups)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = plt.figure(figsize=(5 * cols, 4.5 * rows))
+    colours = plt.get_cmap("tab10")
+    for k, (controller, eps) in enumerate(groups.items()):
+        ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
+        for i, ep in enumerate([e for e in eps if e.trace is not None][:count]):
+            p, d = ep.trace.positions, ep.trace.desired
+            ax.plot(*p.T, color=colours(i), lw=1.2, ls="-" if ep.success else ":")
+            ax.scatter(*p[0], color=colours(i), marker="o", s=18)
+            ax.scatter(*d, color=colours(i), marker="*", s=80)
+        ax.scatter(0, 0, 0, color="k", marker="x", s=40)
+        ax.set_title(controller, fontsize=10)
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_zlabel("z")
+        ax.set_box_aspect((1, 1, 1))
+    fig.suptitle(f"{suite}: camera paths (o start, * goal, x scene centre; dotted: failed)")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _episode_record(job: Any, ep: Episode) -> dict[str, Any]:
+    return {
+        "suite": job.suite,
+        "controller": job.controller,
+        "seed": ep.seed,
+        "success": ep.success,
+        "te_mm": ep.te_m * 1e3,
+        "re_deg": ep.re_deg,
+        "steps": ep.steps,
+        "reason": ep.reason,
+        "initial_te_mm": ep.initial_te_m * 1e3,
+        "initial_re_deg": ep.initial_re_deg,
+        "controller_seconds": ep.seconds,
+    }
+
+
+def write_report(
+    cfg: Config, suites: Sequence[Suite], results: Sequence[tuple[Any, Episode]], checkpoint: str | None = None
+) -> Report:
+    """Write results.md, results.json, episodes.jsonl and the PNGs to eval.root, and log them to W&B."""
+    out = Path(cfg.eval.root)
+    rows = make_rows(suites, results)
+    md = _write_text(out / "results.md", markdown(cfg, suites, rows, checkpoint))
+    js = _write_text(out / "results.json", json.dumps(rows, indent=1, allow_nan=True) + "\n")
+    eps = _write_text(out / "episodes.jsonl", "".join(json.dumps(_episode_record(j, e)) + "\n" for j, e in results))
+    images = []
+    grouped = _grouped(results)
+    for s in suites:
+        groups = {c: grouped[(s.name, c)] for c in cfg.eval.controllers if (s.name, c) in grouped}
+        if groups:
+            images.append(plot_errors(s.name, groups, out / f"errors_{s.name}.png"))
+            if cfg.eval.trajectories:
+                images.append(plot_trajectories(s.name, groups, cfg.eval.trajectories, out / f"paths_{s.name}.png"))
+    _log_wandb(cfg, rows, images)
+    return Report(md, js, eps, images, rows)
+
+
+def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Path]) -> None:
+    from training.dashboard import wandb_mode
+
+    mode = wandb_mode(cfg)
+    if mode == "disabled":
+        return
+    import wandb
+
+    run = wandb.init(
+        project=cfg.train.wandb.project,
+        entity=cfg.train.wandb.entity,
+        name=f"{cfg.run.name}-eval",
+        job_type="eval",
+        dir=cfg.eval.root,
+        mode=mode,
+        config=cfg.model_dump(mode="json"),
+    )
+    try:
+        columns = list(rows[0]) if rows else []
+        table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
+        run.log({"eval/results": table, **{f"eval/{p.stem}": wandb.Image(str(p)) for p in images}})
+        for r in rows:
+            if r["split"] == "all":
+                run.summary[f"{r['suite']}/{r['controller']}/sr"] = r["sr"]
+    finally:
+        run.finish()
