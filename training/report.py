@@ -41,7 +41,8 @@ def _grouped(results: Sequence[tuple[Any, Episode]]) -> dict[tuple[str, str], li
 
 
 def _failures(episodes: Sequence[Episode]) -> str:
-    counts = Counter(e.reason or "unknown" for e in episodes if not e.success)
+    # The part before ":" names the kind of end ("controller failed: 3 matches ..."); episodes.jsonl keeps the rest.
+    counts = Counter((e.reason or "unknown").split(":")[0] for e in episodes if not e.success)
     return "; ".join(f"{reason} x{n}" for reason, n in counts.most_common())
 
 

@@ -58,11 +58,9 @@ def closed_loop(env: ServoEnv, ctrl: Controller, seed: int, steps: int = 300) ->
     return e0, env.pose_error()
 
 
-@pytest.mark.parametrize(
-    "ctrl_factory", [lambda: MatcherPBVS("sift"), lambda: MatcherIBVS("sift")], ids=["pbvs", "ibvs"]
-)
-def test_sift_controllers_converge_on_textured_scenes(env: ServoEnv, ctrl_factory) -> None:
-    results = [closed_loop(env, ctrl_factory(), seed) for seed in SEEDS]
+@pytest.mark.parametrize("name", CONTROLLERS)
+def test_classical_controllers_converge_on_textured_scenes(env: ServoEnv, name: str) -> None:
+    results = [closed_loop(env, make_controller(name), seed) for seed in SEEDS]
     wins = [end[0] < start[0] / 5 and end[1] < start[1] / 5 for start, end in results]
     assert sum(wins) >= 2, f"(start, end) errors per seed: {results}"
 
