@@ -67,12 +67,20 @@ def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> Any:
     return OmegaConf.merge(_read_tree(config_path(base_path), (*chain, path)), node)
 
 
+# Short spellings of keys people type often: `sim.backend=isaac` is `sim.renderer.backend=isaac`.
+ALIASES = {"sim.backend": "sim.renderer.backend"}
+
+
 def parse_overrides(overrides: Sequence[str]) -> list[str]:
-    """Check that every override reads `key.sub=value`; return them unchanged or raise ConfigError."""
+    """Check that every override reads `key.sub=value` and expand aliases, or raise ConfigError."""
     bad = [o for o in overrides if "=" not in o or not o.split("=", 1)[0].strip()]
     if bad:
         raise ConfigError([f"override {o!r}: expected key.sub=value" for o in bad])
-    return list(overrides)
+    out = []
+    for o in overrides:
+        key, value = o.split("=", 1)
+        out.append(f"{ALIASES.get(key.strip(), key.strip())}={value}")
+    return out
 
 
 def load_config(name: str | os.PathLike[str] = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> Config:

@@ -26,8 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(parser, args)
     from datagen.runner import run_datagen
+    from sim.isaac_backend import IsaacUnavailable
 
-    summary = run_datagen(cfg, show_progress=not args.quiet)
+    try:
+        summary = run_datagen(cfg, show_progress=not args.quiet)
+    except IsaacUnavailable as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(summary.line())
     return 0
 

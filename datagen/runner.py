@@ -16,6 +16,7 @@ from datagen.hemisphere import shard_count
 from datagen.producer import open_writer
 from datagen.shards import DatasetReader
 from sim.mujoco_gl import choose_platform
+from sim.render import check_backend
 
 
 @dataclass
@@ -58,6 +59,16 @@ def requested_cpus(cfg: Config, trainer: bool = False) -> float:
     h, d = cfg.datagen.hemisphere, cfg.datagen.dagger
     total = h.actors * h.num_cpus + d.actors * d.num_cpus
     return total + (cfg.train.workers * cfg.train.cpus_per_worker if trainer else 0.0)
+
+
+def check_local_backend(cfg: Config) -> None:
+    """Fail before Ray starts when the producers would run here on a backend this machine cannot run.
+
+    Joining a cluster skips the check: the producers run on other nodes (RTX workers for Isaac), which check for
+    themselves when they start.
+    """
+    if cfg.datagen.ray_address is None and os.environ.get("RAY_ADDRESS") is None:
+        check_backend(cfg.sim.renderer.backend)
 
 
 def init_ray(cfg: Config, env_vars: dict[str, str] | None = None, min_cpus: float = 0.0) -> bool:
@@ -105,6 +116,7 @@ def run_datagen(cfg: Config, show_progress: bool = True) -> Summary:
     import ray
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    check_local_backend(cfg)
     cfg = with_absolute_paths(cfg)
     open_writer(cfg)  # creates the layout and info.json before the workers race to
     save_config(cfg, cfg.datagen.root)

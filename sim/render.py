@@ -58,14 +58,22 @@ class Renderer(Protocol):
 # name -> (module, class, what to install when it is missing)
 BACKENDS: dict[str, tuple[str, str, str]] = {
     "mujoco": ("sim.mujoco_backend", "MujocoRenderer", "pip install mujoco; apt-get install libegl1 libegl-mesa0"),
+    "isaac": ("sim.isaac_backend", "IsaacRenderer", "Isaac Sim 5.1 on an RTX GPU (see sim/isaac_backend.py)"),
 }
-PLANNED = {"isaac": "the Isaac Sim + Replicator backend is not implemented yet (issue #8)"}
+
+
+def check_backend(name: str) -> None:
+    """Fail at once, naming what is missing and how to install it, when backend `name` cannot run here."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown renderer {name!r}; available: {', '.join(BACKENDS)}")
+    if name == "isaac":  # MuJoCo's own errors come at context creation, which is cheap; Isaac's start takes minutes
+        from sim.isaac_backend import require_isaac
+
+        require_isaac()
 
 
 def make_renderer(name: str, width: int, height: int, **options: Any) -> Renderer:
-    """Create a renderer by backend name (`mujoco`) for images of width x height."""
-    if name in PLANNED:
-        raise NotImplementedError(f"renderer {name!r}: {PLANNED[name]}")
+    """Create a renderer by backend name (`mujoco`, `isaac`) for images of width x height."""
     if name not in BACKENDS:
         raise ValueError(f"unknown renderer {name!r}; available: {', '.join(BACKENDS)}")
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):

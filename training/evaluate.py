@@ -197,9 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    from datagen.runner import check_local_backend
+    from sim.isaac_backend import IsaacUnavailable
+
     try:
         cfg, plan = make_plan(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as err:
+        for suite_cfg in plan.configs.values():
+            check_local_backend(suite_cfg)
+    except (ConfigError, FileNotFoundError, IsaacUnavailable) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -19,11 +19,12 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
     import ray
 
     from datagen.producer import open_writer
-    from datagen.runner import init_ray, requested_cpus, start_producers
+    from datagen.runner import check_local_backend, init_ray, requested_cpus, start_producers
     from datagen.shards import DatasetReader
     from training.dashboard import wandb_mode
     from training.trainer import run_training
 
+    check_local_backend(cfg)
     cfg = with_absolute_paths(cfg)
     open_writer(cfg)
     save_config(cfg, cfg.datagen.root)
@@ -63,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pipeline", description=__doc__)
     add_config_arguments(parser)
     cfg = config_from_args(parser, parser.parse_args(argv))
+    from sim.isaac_backend import IsaacUnavailable
     from training.__main__ import summary_line
 
     t0 = time.time()
-    counts = run_pipeline(cfg)
+    try:
+        counts = run_pipeline(cfg)
+    except IsaacUnavailable as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(
         f"pipeline: hemisphere {counts['hemisphere']} + dagger {counts['dagger']} samples "
         f"({counts['dagger_from_policy']} from pushed policies); " + summary_line(cfg, time.time() - t0)
