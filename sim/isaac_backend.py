@@ -5,10 +5,12 @@ SIGINT handler), builds a USD stage from each `SceneSpec` with `sim.usd_stage.bu
 the CPU tests check with usd-core), and renders synchronously: set the camera, `rep.orchestrator.step`, read the
 `rgb` and `distance_to_image_plane` annotators. No scripted replicator graph runs, so a DAgger loop can step it.
 
-Camera: the USD apertures and aperture offsets reproduce any K exactly in USD's own projection, and the OpenCV
-pinhole lens attributes are authored as well because the RTX renderer may ignore aperture offsets
-(shared/notes/isaac-sim.md). Render-and-crop was not chosen: it cannot express the half-pixel offset of our
-canonical K (cx = W/2 with pixel centres at integers), and it renders more pixels than it keeps.
+Camera: the USD apertures and aperture offsets reproduce any K exactly in USD's own projection (checked with
+usd-core to 1e-5 px), and the OpenCV pinhole lens schema is applied as well, because the RTX renderer may ignore
+aperture offsets (shared/notes/isaac-sim.md). Render-and-crop was not chosen: it cannot express the half-pixel
+offset of our canonical K (cx = W/2 with pixel centres at integers), and it renders more pixels than it keeps.
+Which of the two the renderer honours, and the schema's half-pixel convention, are what `python -m sim.isaac_check`
+settles on the first RTX machine (its camera contract has off-centre and non-square cases).
 
 Scene poses come from the SceneSpec, which the sampler has already settled with physics, so that both backends
 draw the same scene from the same spec. The rigid bodies are authored all the same; `settle_steps > 0` lets PhysX
@@ -45,7 +47,6 @@ INSTALL_HINT = (
 # Data-centre GPUs without RT cores: Isaac Sim's RTX renderer cannot create a device on them.
 NO_RT_CORES = ("A100", "H100", "H200", "H800", "A800", "V100", "P100", "T4 ", "B200", "GB200")
 CAMERA_PATH = "/World/Camera"
-SCENE_ROOTS = ("/World/Ground", "/World/Objects", "/World/Looks", "/World/Lights")
 
 _app: Any = None  # one SimulationApp per process; it cannot be re-created
 
@@ -171,10 +172,7 @@ class IsaacRenderer:
         self._check_open()
         from sim.usd_stage import build_stage
 
-        for path in SCENE_ROOTS:
-            if self._stage.GetPrimAtPath(path):
-                self._stage.RemovePrim(path)
-        build_stage(scene, self.cache_dir, self._stage)
+        build_stage(scene, self.cache_dir, self._stage)  # replaces the previous scene's prims, keeps the camera
         if self._camera is None:
             self._make_camera()
         if self.settle_steps:
@@ -205,16 +203,11 @@ class IsaacRenderer:
             self.app.update()
         timeline.pause()
 
-    def _set_intrinsics(self, K: np.ndarray) -> None:
-        from sim.usd_camera import camera_attributes, opencv_pinhole_attributes
+    def _set_intrinsics(self, K: np.ndarray, wTc: np.ndarray) -> None:
+        from sim.usd_camera import define_camera
 
-        prim = self._camera.GetPrim()
-        for name, value in {**camera_attributes(K, self.width, self.height)}.items():
-            prim.GetAttribute(name).Set(value)
-        for name, value in opencv_pinhole_attributes(K, self.width, self.height).items():
-            attr = prim.GetAttribute(name)
-            if attr:
-                attr.Set(value)
+        # Redefining the prim at the same path keeps the render product attached and types every attribute.
+        self._camera = define_camera(self._stage, CAMERA_PATH, K, self.width, self.height, wTc)
         self._K = K.copy()
 
     def render(self, K: ArrayLike, wTc: ArrayLike) -> Frame:
@@ -225,10 +218,11 @@ class IsaacRenderer:
         from sim.usd_camera import set_camera_pose
 
         K = Camera(np.asarray(K, np.float64), self.width, self.height).K
-        if self._K is None or not np.array_equal(K, self._K):
-            self._set_intrinsics(K)
         T = as_pose(wTc, "wTc")
-        set_camera_pose(self._camera, T)
+        if self._K is None or not np.array_equal(K, self._K):
+            self._set_intrinsics(K, T)
+        else:
+            set_camera_pose(self._camera, T)
         self._rep.orchestrator.step(rt_subframes=self.rt_subframes, delta_time=0.0, pause_timeline=False)
         rgba, depth = (np.asarray(a.get_data()) for a in self._annotators)
         if rgba.shape[:2] != (self.height, self.width) or depth.shape[:2] != (self.height, self.width):
