@@ -265,6 +265,7 @@ class ProducerResources(Section):
     actors: int = Field(ge=0, le=4096)
     num_cpus: float = Field(ge=0.0)
     num_gpus: float = Field(ge=0.0)
+    resources: dict[str, float] = Field(description="custom Ray resources per actor, e.g. {rtx: 1} on a cluster")
     samples: int = Field(ge=0, description="target number of samples for this producer")
     shard_samples: int = Field(ge=1, description="samples per shard (about 200 KB each at 256 px)")
     max_restarts: int = Field(ge=0, description="Ray restarts a crashed actor this often; it resumes from disk")
@@ -345,6 +346,7 @@ class TrainConfig(Section):
     workers: int = Field(ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
     use_gpu: bool
     cpus_per_worker: float = Field(gt=0.0)
+    resources_per_worker: dict[str, float] = Field(description="custom Ray resources per worker, e.g. {trainer: 1}")
     checkpoints: str = Field(min_length=1)
     checkpoint_every: int = Field(ge=1)
     keep_checkpoints: int = Field(ge=1)

@@ -41,8 +41,10 @@ class HemisphereWorker:
 class DAggerWorker:
     """Runs a DaggerProducer inside a Ray actor; `set_weights` may arrive while `run` loops (max_concurrency=2).
 
-    An OpenGL context is current in one thread only, and a threaded actor runs its constructor and its methods on
-    different threads, so the producer (and its renderer) is created inside `run`, on the thread that uses it.
+    With Isaac Sim the actor is synchronous (the app needs the main thread) and the producer polls the checkpoints
+    instead (datagen.dagger.weights_by_push). An OpenGL context is current in one thread only, and a threaded actor
+    runs its constructor and its methods on different threads, so the producer (and its renderer) is created inside
+    `run`, on the thread that uses it.
     """
 
     def __init__(self, cfg: Config, index: int) -> None:

@@ -9,6 +9,7 @@ episodes; each swap starts a new round. Every sample carries the policy version 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -23,14 +24,28 @@ from sim.env import ServoEnv
 
 PRODUCER = "dagger"
 EXPERT_VERSION = -1
+POLL_SECONDS = 30.0  # how often a synchronous DAgger actor looks for a newer checkpoint
+
+
+def weights_by_push(cfg: Config) -> bool:
+    """Whether DAgger receives weights pushed by the trainer (a threaded actor) or polls the checkpoints.
+
+    Isaac Sim must run on its process's main thread, so an Isaac DAgger actor is synchronous: no method can arrive
+    while `run` loops. It picks up the newest checkpoint between episodes instead, and the pipeline ends it with
+    ray.kill (a shard in progress is never published, so nothing half-written appears).
+    """
+    return cfg.sim.renderer.backend != "isaac"
 
 
 class DaggerProducer:
     """Writes DAgger shards `dagger-r<round>-<index>` until the sample target is met."""
 
-    def __init__(self, cfg: Config, actor_index: int = 0) -> None:
+    def __init__(self, cfg: Config, actor_index: int = 0, poll_seconds: float | None = None) -> None:
         self.cfg = cfg
         self.actor_index = actor_index
+        # None: weights arrive by set_weights; a number: look for a newer checkpoint this often (seconds).
+        self.poll_seconds = poll_seconds if poll_seconds is not None or weights_by_push(cfg) else POLL_SECONDS
+        self._polled = -np.inf
         self.env = ServoEnv(cfg.sim)
         self.writer = open_writer(cfg)
         self.progress = Progress()
@@ -72,10 +87,21 @@ class DaggerProducer:
         self.round += 1
         self._round_written = 0
 
+    def _poll_checkpoint(self) -> None:
+        if self.poll_seconds is None or time.monotonic() - self._polled < self.poll_seconds:
+            return
+        self._polled = time.monotonic()
+        from policy.checkpoint import latest_checkpoint, read_meta
+
+        path = latest_checkpoint(self.cfg.datagen.checkpoints)
+        if path is not None and int(read_meta(path)["policy_version"]) > self.version:
+            self.load_newest_checkpoint()
+
     def _swap_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is None:
+            self._poll_checkpoint()
             return
         import torch
 

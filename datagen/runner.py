@@ -12,6 +12,7 @@ from typing import Any
 from configs import save_config, with_absolute_paths
 from configs.schema import Config
 from datagen.actors import NAMESPACE, dagger_name, remote_classes
+from datagen.dagger import weights_by_push
 from datagen.hemisphere import shard_count
 from datagen.producer import open_writer
 from datagen.shards import DatasetReader
@@ -99,13 +100,25 @@ def start_producers(cfg: Config) -> dict[str, list[Any]]:
     actors: dict[str, list[Any]] = {"hemisphere": [], "dagger": []}
     n_hemi = min(h.actors, shard_count(cfg)) if h.samples else 0
     for i in range(n_hemi):
-        opts = {"num_cpus": h.num_cpus, "num_gpus": h.num_gpus, "max_restarts": h.max_restarts}
+        opts = {
+            "num_cpus": h.num_cpus,
+            "num_gpus": h.num_gpus,
+            "resources": h.resources,
+            "max_restarts": h.max_restarts,
+        }
         actors["hemisphere"].append(Hemi.options(**opts, max_task_retries=h.max_restarts).remote(cfg, i, n_hemi))
     for i in range(d.actors if d.samples else 0):
-        opts = {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus, "max_restarts": d.max_restarts}
-        # Named so the trainer can find it; two threads so that set_weights lands while run() loops.
+        opts = {
+            "num_cpus": d.num_cpus,
+            "num_gpus": d.num_gpus,
+            "resources": d.resources,
+            "max_restarts": d.max_restarts,
+        }
+        # Named so the trainer can find it; two threads so that set_weights lands while run() loops (one for Isaac,
+        # which polls the checkpoints instead: see weights_by_push).
+        threads = 2 if weights_by_push(cfg) else 1
         actor = Dagger.options(
-            **opts, max_task_retries=d.max_restarts, name=dagger_name(i), namespace=NAMESPACE, max_concurrency=2
+            **opts, max_task_retries=d.max_restarts, name=dagger_name(i), namespace=NAMESPACE, max_concurrency=threads
         ).remote(cfg, i)
         actors["dagger"].append(actor)
     return actors

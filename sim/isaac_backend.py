@@ -45,7 +45,7 @@ INSTALL_HINT = (
     "image; sim.renderer.backend=mujoco renders on any CPU"
 )
 # Data-centre GPUs without RT cores: Isaac Sim's RTX renderer cannot create a device on them.
-NO_RT_CORES = ("A100", "H100", "H200", "H800", "A800", "V100", "P100", "T4 ", "B200", "GB200")
+NO_RT_CORES = ("A100", "H100", "H200", "H800", "A800", "V100", "P100", "B200", "GB200")
 CAMERA_PATH = "/World/Camera"
 
 _app: Any = None  # one SimulationApp per process; it cannot be re-created

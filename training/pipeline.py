@@ -18,6 +18,7 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
     """Run producers and trainer together; returns counts per producer and of DAgger samples from pushed policies."""
     import ray
 
+    from datagen.dagger import weights_by_push
     from datagen.producer import open_writer
     from datagen.runner import check_local_backend, init_ray, requested_cpus, start_producers
     from datagen.shards import DatasetReader
@@ -45,9 +46,14 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
             if time.time() > deadline:
                 break
             time.sleep(1.0)
-        for a in actors["dagger"]:
-            a.stop.remote()
-        ray.get(hemi_runs + dagger_runs)
+        if weights_by_push(cfg):
+            for a in actors["dagger"]:
+                a.stop.remote()
+            ray.get(hemi_runs + dagger_runs)
+        else:  # a synchronous actor cannot take stop() while it runs; its unpublished shard is simply dropped
+            for a in actors["dagger"]:
+                ray.kill(a)
+            ray.get(hemi_runs)
     finally:
         if started:
             ray.shutdown()

@@ -127,6 +127,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from datagen.dagger import weights_by_push
     from training.dashboard import Dashboard
     from training.dataset import make_loader, wait_for_shards
     from training.push import WeightPusher
@@ -146,7 +147,7 @@ def train_loop(config: dict[str, Any]) -> None:
                          with_coarse=with_coarse)  # fmt: skip
     batches = iter(loader)
     dash = Dashboard(cfg, run_dir(cfg)) if rank == 0 else None
-    pusher = WeightPusher(cfg.datagen.dagger.actors) if rank == 0 else None
+    pusher = WeightPusher(cfg.datagen.dagger.actors) if rank == 0 and weights_by_push(cfg) else None
     if dash is not None and resumed is not None:
         dash.log({"resumed_from": float(state.step)}, state.step)
     last_saved = state.step
@@ -241,7 +242,9 @@ def run_training(cfg: Config) -> Any:
             train_loop,
             train_loop_config={"cfg": cfg.model_dump(mode="json")},
             scaling_config=ScalingConfig(
-                num_workers=t.workers, use_gpu=t.use_gpu, resources_per_worker={"CPU": t.cpus_per_worker}
+                num_workers=t.workers,
+                use_gpu=t.use_gpu,
+                resources_per_worker={"CPU": t.cpus_per_worker, **t.resources_per_worker},
             ),
             run_config=RunConfig(
                 name=f"{cfg.run.name}-train",

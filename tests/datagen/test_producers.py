@@ -132,3 +132,58 @@ def test_dagger_loads_the_newest_checkpoint_of_the_run(tmp_path: Path) -> None:
     p = DaggerProducer(cfg)
     assert p.load_newest_checkpoint() == 9 and p.round == 1
     p.close()
+
+
+def test_isaac_dagger_polls_the_checkpoints_instead_of_taking_pushes(tmp_path: Path) -> None:
+    from datagen.dagger import weights_by_push
+
+    assert weights_by_push(_cfg(tmp_path)) and not weights_by_push(_cfg(tmp_path, "sim.backend=isaac"))
+    cfg = _cfg(tmp_path)
+    ckpts = Path(cfg.datagen.checkpoints)
+    policy = build_policy(cfg.policy)
+    p = DaggerProducer(cfg, poll_seconds=0.0)  # what an Isaac actor does, every POLL_SECONDS
+    p._swap_pending()
+    assert p.version == -1 and p.round == 0  # nothing to load yet
+    save_checkpoint(policy, ckpts / "step_000010", version=10)
+    p._swap_pending()
+    assert (p.version, p.round) == (10, 1)
+    p._swap_pending()
+    assert p.round == 1  # the same checkpoint is not loaded twice
+    save_checkpoint(policy, ckpts / "step_000030", version=30)
+    p._swap_pending()
+    assert (p.version, p.round) == (30, 2)
+    p.close()
+    pushed = DaggerProducer(cfg)  # the MuJoCo default: weights arrive by set_weights, no polling
+    assert pushed.poll_seconds is None
+    pushed._swap_pending()
+    assert pushed.version == -1
+    pushed.close()
+
+
+def test_producers_ask_ray_for_their_resources_and_isaac_dagger_is_synchronous(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datagen import runner
+
+    made = []
+
+    class Fake:
+        def __init__(self, kind: str) -> None:
+            self.kind = kind
+
+        def options(self, **opts):  # type: ignore[no-untyped-def]
+            made.append((self.kind, opts))
+            return self
+
+        def remote(self, *args):  # type: ignore[no-untyped-def]
+            return self.kind
+
+    monkeypatch.setattr(runner, "remote_classes", lambda: (Fake("hemisphere"), Fake("dagger")))
+    extra = ["datagen.hemisphere.resources={rtx: 1}", "datagen.dagger.resources={rtx: 0.5}"]
+    runner.start_producers(_cfg(tmp_path, *extra))
+    runner.start_producers(_cfg(tmp_path, *extra, "sim.backend=isaac"))
+    hemi = [o for k, o in made if k == "hemisphere"]
+    dagger = [o for k, o in made if k == "dagger"]
+    assert all(o["resources"] == {"rtx": 1.0} for o in hemi)
+    assert [o["resources"] for o in dagger] == [{"rtx": 0.5}] * 2
+    assert [o["max_concurrency"] for o in dagger] == [2, 1]  # MuJoCo takes pushes while running; Isaac cannot
