@@ -46,28 +46,24 @@ def _failures(episodes: Sequence[Episode]) -> str:
     return "; ".join(f"{reason} x{n}" for reason, n in counts.most_common())
 
 
+def _row(suite: str, controller: str, split: str, episodes: Sequence[Episode]) -> dict[str, Any]:
+    return {
+        "suite": suite,
+        "controller": controller,
+        "split": split,
+        **summarise(episodes),
+        "failures": _failures(episodes),
+        "initial_re_deg_min": min(e.initial_re_deg for e in episodes),
+        "initial_re_deg_max": max(e.initial_re_deg for e in episodes),
+    }
+
+
 def make_rows(suites: Sequence[Suite], results: Sequence[tuple[Any, Episode]]) -> list[dict[str, Any]]:
     """One row per (suite, controller) over all episodes (split "all"), then one per S/M/L third of them."""
     rows = []
     for (suite, controller), eps in _grouped(results).items():
-        row = {"suite": suite, "controller": controller, "split": "all", **summarise(eps)}
-        row["failures"] = _failures(eps)
-        row["initial_re_deg_min"] = min(e.initial_re_deg for e in eps)
-        row["initial_re_deg_max"] = max(e.initial_re_deg for e in eps)
-        rows.append(row)
-        for split, part in by_initial_rotation(eps).items():
-            if part:
-                rows.append(
-                    {
-                        "suite": suite,
-                        "controller": controller,
-                        "split": split,
-                        **summarise(part),
-                        "failures": _failures(part),
-                        "initial_re_deg_min": min(e.initial_re_deg for e in part),
-                        "initial_re_deg_max": max(e.initial_re_deg for e in part),
-                    }
-                )
+        rows.append(_row(suite, controller, "all", eps))
+        rows += [_row(suite, controller, split, part) for split, part in by_initial_rotation(eps).items() if part]
     order = {s.name: i for i, s in enumerate(suites)}
     rows.sort(key=lambda r: order.get(r["suite"], len(order)))  # stable: controllers and splits keep their order
     return rows

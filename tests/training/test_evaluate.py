@@ -166,3 +166,20 @@ def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: p
 def test_every_eval_controller_has_a_name_the_config_accepts() -> None:
     cfg = load_config("smoke", [f"eval.controllers=[{','.join(EVAL_CONTROLLERS)}]"])
     assert tuple(cfg.eval.controllers) == EVAL_CONTROLLERS
+
+
+def test_wandb_gets_the_table_and_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=1")
+    write_report(cfg, plan.suites, run_jobs(cfg, plan))
+    runs = list((Path(cfg.eval.root) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    tables = list((media / "table" / "eval").glob("results_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    row = dict(zip(table["columns"], table["data"][0], strict=True))
+    assert (row["suite"], row["controller"], row["sr"]) == ("canonical", "oracle", 1.0)
+    images = {p.name.split("_0_")[0] for p in (media / "images" / "eval").glob("*.png")}
+    assert images == {"errors_canonical", "paths_canonical"}
