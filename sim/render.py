@@ -55,10 +55,10 @@ class Renderer(Protocol):
         """Free the backend's resources; the renderer cannot be used afterwards."""
 
 
-# name -> (module, class, what to install when it is missing)
-BACKENDS: dict[str, tuple[str, str, str]] = {
-    "mujoco": ("sim.mujoco_backend", "MujocoRenderer", "pip install mujoco; apt-get install libegl1 libegl-mesa0"),
-    "isaac": ("sim.isaac_backend", "IsaacRenderer", "Isaac Sim 5.1 on an RTX GPU (see sim/isaac_backend.py)"),
+# name -> (module, class); each backend's own errors say what to install when it cannot start
+BACKENDS: dict[str, tuple[str, str]] = {
+    "mujoco": ("sim.mujoco_backend", "MujocoRenderer"),
+    "isaac": ("sim.isaac_backend", "IsaacRenderer"),
 }
 
 
@@ -78,5 +78,5 @@ def make_renderer(name: str, width: int, height: int, **options: Any) -> Rendere
         raise ValueError(f"unknown renderer {name!r}; available: {', '.join(BACKENDS)}")
     if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
         raise ValueError(f"renderer size must be positive integers, got {width!r} x {height!r}")
-    module, cls, _ = BACKENDS[name]
+    module, cls = BACKENDS[name]
     return getattr(importlib.import_module(module), cls)(width, height, **options)

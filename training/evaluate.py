@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.update(task, advance=1, description=desc)
 
         results = run_jobs(cfg, plan, show)
-    report = write_report(cfg, plan.suites, results, checkpoint=plan.checkpoint)
+    report = write_report(cfg, plan, results)
     print(
         f"eval: {len(results)} episodes ({successes} successes) over {len(plan.suites)} suites in "
         f"{time.time() - t0:.0f} s; table {report.markdown}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -11,13 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from configs.schema import Config
+from training.episodes import CNS_GAIN
 from training.metrics import Episode, by_initial_rotation, summarise
 from training.suites import Suite
+
+if TYPE_CHECKING:
+    from training.evaluate import Plan
 
 SPLITS = ("S", "M", "L")
 
@@ -78,16 +83,24 @@ def _sr(row: dict[str, Any]) -> str:
     return f"{row['successes']}/{row['episodes']} ({100 * row['sr']:.0f} %, {interval})"
 
 
-def markdown(cfg: Config, suites: Sequence[Suite], rows: Sequence[dict[str, Any]], checkpoint: str | None) -> str:
-    """The results table, the S/M/L table and the setup, as Markdown."""
-    c = cfg.sim.camera
+def _setup(suite: Suite, c: Config) -> str:
+    cam, env, poses = c.sim.camera, c.sim.env, c.sim.poses
+    initial = "the desired distribution" if poses.initial == poses.desired else "the training distribution"
+    return (
+        f"- **{suite.name}**: {suite.description}. {cam.width}x{cam.height} px, f = {cam.focal_scale:g} W, "
+        f"d* = {env.scene_scale:g}, {1 / env.dt:.0f} Hz, at most {env.max_steps} steps, {c.sim.assets.split} assets, "
+        f"initial pose from {initial}, CNSv2 {'aware' if c.policy.servo.aware else 'unaware'} of K and d*."
+    )
+
+
+def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
+    """The results table, the S/M/L table and each suite's setup, as Markdown."""
     lines = [
         f"# Servo benchmark: {cfg.run.name}",
         "",
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. {c.width}x{c.height} px, 50 Hz, 2x gain, at most "
-        f"{cfg.sim.env.max_steps} steps; held-out assets; initial poses from the desired distribution. "
-        f"Success: final TE < 0.1 |desired position| and RE < 10°. TE and RE over successes; SR with a 95 % interval. "
-        f"CNSv2 checkpoint: {checkpoint or 'not measured'}.",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Commands executed at {CNS_GAIN:g}x. Success: final TE < 0.1 "
+        f"|desired position| and RE < 10°. TE and RE over successes; SR with a 95 % interval. "
+        f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}. Suite setups at the end.",
         "",
         "| suite | controller | SR (95 % CI) | TE (mm) | RE (°) | steps | FPS | failures |",
         "|---|---|---|---|---|---|---|---|",
@@ -123,7 +136,7 @@ def markdown(cfg: Config, suites: Sequence[Suite], rows: Sequence[dict[str, Any]
             )
         lines.append(f"| {suite} | {controller} | " + " | ".join(cells) + " |")
     lines += ["", "## Suites", ""]
-    lines += [f"- **{s.name}**: {s.description}" for s in suites]
+    lines += [_setup(s, plan.configs[s.name]) for s in plan.suites]
     return "\n".join(lines) + "\n"
 
 
@@ -185,21 +198,24 @@ def plot_trajectories(suite: str, groups: dict[str, list[Episode]], count: int, 
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _write(path, buf.getvalue())
 
 
-def _write_text(path: Path, text: str) -> Path:
+def _write(path: Path, data: str | bytes) -> Path:
+    # Temp file in the same folder, then rename: a reader sees the old file or the new one, never half of one.
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -219,15 +235,14 @@ def _episode_record(job: Any, ep: Episode) -> dict[str, Any]:
     }
 
 
-def write_report(
-    cfg: Config, suites: Sequence[Suite], results: Sequence[tuple[Any, Episode]], checkpoint: str | None = None
-) -> Report:
+def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Any, Episode]]) -> Report:
     """Write results.md, results.json, episodes.jsonl and the PNGs to eval.root, and log them to W&B."""
     out = Path(cfg.eval.root)
+    suites = plan.suites
     rows = make_rows(suites, results)
-    md = _write_text(out / "results.md", markdown(cfg, suites, rows, checkpoint))
-    js = _write_text(out / "results.json", json.dumps(rows, indent=1, allow_nan=True) + "\n")
-    eps = _write_text(out / "episodes.jsonl", "".join(json.dumps(_episode_record(j, e)) + "\n" for j, e in results))
+    md = _write(out / "results.md", markdown(cfg, plan, rows))
+    js = _write(out / "results.json", json.dumps(rows, indent=1, allow_nan=True) + "\n")
+    eps = _write(out / "episodes.jsonl", "".join(json.dumps(_episode_record(j, e)) + "\n" for j, e in results))
     images = []
     grouped = _grouped(results)
     for s in suites:

@@ -13,7 +13,7 @@ from configs.loader import ConfigError
 from configs.schema import EVAL_CONTROLLERS
 from policy.checkpoint import build_policy, save_checkpoint
 from policy.servo import ServoController, ServoOutput
-from training.evaluate import main, make_plan, run_jobs
+from training.evaluate import EvalWorker, main, make_plan, run_jobs
 from training.report import write_report
 from training.suites import available_suites, load_suite, suite_config
 
@@ -85,7 +85,7 @@ def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_writ
     cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=6")
     results = run_jobs(cfg, plan)
     assert all(ep.success and ep.reason == "stop" for _, ep in results)
-    report = write_report(cfg, plan.suites, results)
+    report = write_report(cfg, plan, results)
     rows = json.loads(report.json.read_text())
     row = next(r for r in rows if r["split"] == "all")
     required = "suite controller episodes successes sr te_mm_mean te_mm_std re_deg_mean re_deg_std steps_mean fps"
@@ -95,7 +95,11 @@ def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_writ
     splits = [r for r in rows if r["split"] != "all"]
     assert [r["split"] for r in splits] == ["S", "M", "L"] and sum(r["episodes"] for r in splits) == 6
     assert splits[0]["initial_re_deg_max"] <= splits[1]["initial_re_deg_min"]
-    assert "| canonical | oracle | 6/6 (100 %" in report.markdown.read_text()
+    text = report.markdown.read_text()
+    assert "| canonical | oracle | 6/6 (100 %" in text
+    # The setup line is read from the suite's own config (common.yaml + canonical.yaml + these overrides).
+    assert "64x64 px, f = 1 W, d* = 1, 50 Hz, at most 600 steps, heldout assets" in text
+    assert "initial pose from the desired distribution" in text
     assert len(report.episodes.read_text().splitlines()) == 6
     assert {p.name for p in report.images} == {"errors_canonical.png", "paths_canonical.png"}
     assert all(p.stat().st_size > 10_000 for p in report.images)
@@ -163,16 +167,28 @@ def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: p
     assert err.value.code == 2
 
 
-def test_every_eval_controller_has_a_name_the_config_accepts() -> None:
-    cfg = load_config("smoke", [f"eval.controllers=[{','.join(EVAL_CONTROLLERS)}]"])
-    assert tuple(cfg.eval.controllers) == EVAL_CONTROLLERS
+def test_every_eval_controller_is_built_by_the_worker(tmp_path: Path) -> None:
+    cfg = load_config("smoke", ["policy.input_size=[64,64]"])
+    ckpt = save_checkpoint(build_policy(cfg.policy), tmp_path / "ckpt", version=1)
+    names = ",".join(EVAL_CONTROLLERS)
+    cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", f"eval.controllers=[{names}]", f"eval.checkpoint={ckpt}")
+    worker = EvalWorker(plan.configs, plan.checkpoint)
+    try:
+        env = worker._env_for("canonical")
+        built = {name: worker._controller("canonical", name, env) for name in EVAL_CONTROLLERS}
+    finally:
+        worker.close()
+    assert {n: c.name for n, c in built.items()} == {n: n for n in EVAL_CONTROLLERS}
+    assert built["cnsv2"].cfg.hybrid and not built["cnsv2_pbvs"].cfg.hybrid
+    limits = cfg.policy.servo
+    assert built["sift_pbvs"].limits == (limits.max_linear, limits.max_angular)  # the same speed limits for all
 
 
 def test_wandb_gets_the_table_and_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=1")
-    write_report(cfg, plan.suites, run_jobs(cfg, plan))
+    write_report(cfg, plan, run_jobs(cfg, plan))
     runs = list((Path(cfg.eval.root) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
