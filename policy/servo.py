@@ -25,6 +25,7 @@ from policy.control import (
     pbvs_inverse,
 )
 from policy.network import CNSv2Policy, images_to_tensor
+from policy.rotation import QUARTER_TURNS, turn_images, velocity_from_turned
 from sim.camera import Camera
 from sim.validate import as_positive
 
@@ -40,6 +41,7 @@ class ServoOutput:
     gravity_des: np.ndarray  # (2,)
     confidence: float  # mean dual-softmax matching confidence, in [0, 1]
     ok: bool  # False when the network produced a non-finite output
+    turn: int = 0  # quarter turns of the current image the network saw (policy.rot90), 0 otherwise
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -54,6 +56,15 @@ def _check_image(rgb: np.ndarray, name: str) -> np.ndarray:
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"{name}: expected a uint8 RGB image (H, W, 3), got {a.dtype} {a.shape}")
     return a
+
+
+def _unturn_patch(xy: np.ndarray, k: int, n: int) -> np.ndarray:
+    """A patch position (x, y) in a square n x n grid turned by np.rot90(k), back in the unturned grid."""
+    x, y = float(xy[0]), float(xy[1])
+    for _ in range(k % 4):
+        # np.rot90 once: out[i, j] = in[j, n - 1 - i], i.e. (x', y') = (j, i) came from (n - 1 - y', x').
+        x, y = n - 1 - y, x
+    return np.array([x, y])
 
 
 class Servo:
@@ -81,6 +92,9 @@ class Servo:
         self.focal_scale = self.net_camera.fx / self.input_size[0]
         with torch.inference_mode():
             self.cache = policy.encode_desired(images_to_tensor(_resize(des, self.input_size), self.device))
+        self.rot90 = bool(policy.cfg.rot90)
+        if self.rot90 and self.input_size[0] != self.input_size[1]:
+            raise ValueError(f"policy.rot90 needs a square policy.input_size, got {self.input_size}")
         self.pbvs_latched = not self.cfg.hybrid
         self.steps = 0
 
@@ -98,16 +112,27 @@ class Servo:
         if (cur.shape[1], cur.shape[0]) != self.image_size:
             w, h = self.image_size
             raise ValueError(f"rgb: expected {w}x{h} like the desired image, got {cur.shape[1]}x{cur.shape[0]}")
-        out = self.policy(images_to_tensor(_resize(cur, self.input_size), self.device), self.cache)
+        x = images_to_tensor(_resize(cur, self.input_size), self.device)
+        turn = 0
+        if self.rot90:
+            # All four quarter turns in one batch; the turn whose matches are most confident is the one nearest the
+            # desired view, the range the network was trained on (policy.rotation).
+            x = torch.cat([turn_images(x, k) for k in QUARTER_TURNS])
+        out = self.policy(x, self.cache)
+        if self.rot90:
+            turn = int(out.confidence.float().mean(dim=1).argmax())
         self.steps += 1
-        v_unit = out.vel[0].float().cpu().numpy().astype(np.float64)
-        g_cur = out.gravity_cur[0].float().cpu().numpy().astype(np.float64)
-        g_des = out.gravity_des[0].float().cpu().numpy().astype(np.float64)
-        conf = float(out.confidence[0].float().mean())
+        v_unit = out.vel[turn].float().cpu().numpy().astype(np.float64)
+        g_cur = out.gravity_cur[turn].float().cpu().numpy().astype(np.float64)
+        g_des = out.gravity_des[turn].float().cpu().numpy().astype(np.float64)
+        conf = float(out.confidence[turn].float().mean())
+        if turn:
+            v_unit = velocity_from_turned(v_unit, turn) if np.all(np.isfinite(v_unit)) else v_unit
+            g_cur = _unturn_patch(g_cur, turn, out.grid[1])
         gc_px, gd_px = self._to_caller_px(g_cur), self._to_caller_px(g_des)
         if not (np.all(np.isfinite(v_unit)) and np.all(np.isfinite(g_cur)) and np.all(np.isfinite(g_des))):
             mode = "pbvs" if self.pbvs_latched else "hybrid"
-            return ServoOutput(np.zeros(6), v_unit, mode, gc_px, gd_px, conf, False)
+            return ServoOutput(np.zeros(6), v_unit, mode, gc_px, gd_px, conf, False, turn)
 
         d, sf = (self.scene_scale, self.focal_scale) if self.cfg.aware else (1.0, 1.0)
         v_pbvs = denormalize_velocity(v_unit, d, sf)
@@ -118,7 +143,7 @@ class Servo:
         if not self.pbvs_latched:
             vel, mode = self._hybrid(v_pbvs, d, g_cur, g_des)
         vel = clamp_velocity(vel, self.cfg.max_linear, self.cfg.max_angular)
-        return ServoOutput(vel, v_unit, mode, gc_px, gd_px, conf, True)
+        return ServoOutput(vel, v_unit, mode, gc_px, gd_px, conf, True, turn)
 
     def _hybrid(self, v_pbvs: np.ndarray, d: float, g_cur: np.ndarray, g_des: np.ndarray) -> tuple[np.ndarray, str]:
         T = pbvs_inverse(v_pbvs)
@@ -169,7 +194,7 @@ class ServoController:
         if self.servo is None:
             raise RuntimeError("ServoController: call reset(desired_rgb, K, scene_scale) first")
         out = self.servo.step(rgb)
-        info = {"mode": out.mode, "confidence": out.confidence, "velocity_unit": out.velocity_unit}
+        info = {"mode": out.mode, "confidence": out.confidence, "velocity_unit": out.velocity_unit, "turn": out.turn}
         if not out.ok:
             self._below = 0
             return ControlOutput(out.velocity, False, False, {**info, "reason": "non-finite network output"})

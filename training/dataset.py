@@ -28,12 +28,17 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 
 from configs.schema import DataConfig
 from datagen.shards import DatasetReader, ShardError, ShardMeta
+from policy.rotation import nearest_quarter_turn, rotate_label, rotate_match_grid, turn_image
+from sim.geometry import log_so3
 
 Split = Literal["train", "val"]
 PRODUCER_CODES: dict[str, int] = {"hemisphere": 0, "dagger": 1}
-SAMPLE_FIELDS = ("cur", "des", "vel", "scene_scale", "policy_version", "beta", "producer", "step", "scene_seed")
+SAMPLE_FIELDS = (
+    "cur", "des", "vel", "scene_scale", "policy_version", "beta", "producer", "step", "scene_seed", "rot_deg", "turn",
+)  # fmt: skip
 COARSE_FIELDS = ("coarse_match", "coarse_valid")
 
+_POSES = ("wTc", "wTd")
 _READ = ("cur_rgb", "des_rgb", "des_index", "vel", "scene_scale", "policy_version", "beta", "step", "scene_seed")
 # An empty root is normal at start-up (datagen runs beside the trainer): poll it often and cheaply.
 _EMPTY_POLL_S = 0.5
@@ -94,6 +99,7 @@ class ShardStream(IterableDataset):
         world_size: int = 1,
         with_coarse: bool = False,
         augment: bool | None = None,
+        rot90: bool = False,
     ) -> None:
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -102,6 +108,7 @@ class ShardStream(IterableDataset):
         self.cfg, self.split, self.seed = cfg, split, int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.with_coarse = bool(with_coarse)
+        self.rot90 = bool(rot90)
         self.augment = (split == "train") if augment is None else bool(augment)
         self._reader: DatasetReader | None = None
         self._passes = 0
@@ -276,6 +283,8 @@ class ShardStream(IterableDataset):
                     shard=shard.id,
                 )
             names = (*_READ, *COARSE_FIELDS) if has_coarse else _READ
+        # The poses give each pair its relative rotation (validation bins it) and, with rot90, its quarter turn.
+        names = (*names, *_POSES)
         data = reader.read(shard, start, stop, names)
         keep = np.flatnonzero(_split_mask(data["scene_seed"], self.cfg.val_fraction, self.split))
         producer = PRODUCER_CODES[shard.key.producer]
@@ -297,10 +306,15 @@ class ShardStream(IterableDataset):
                 if has_coarse:
                     record["coarse_match"] = data["coarse_match"][i].astype(np.float32)
                     record["coarse_valid"] = data["coarse_valid"][i].copy()
-                else:  # DAgger has no depth-based correspondence: an all-invalid mask keeps batches collatable
+                else:  # shards written before DAgger stored correspondences: all-invalid keeps batches collatable
                     h, w = self._coarse_grid()
                     record["coarse_match"] = np.zeros((h, w, 2), np.float32)
                     record["coarse_valid"] = np.zeros((h, w), np.bool_)
+            dTc = np.linalg.inv(data["wTd"][i]) @ data["wTc"][i]
+            record["rot_deg"] = float(np.degrees(np.linalg.norm(log_so3(dTc[:3, :3]))))
+            record["turn"] = 0
+            if self.rot90:
+                _turn(record, dTc)
             records.append(record)
         return records
 
@@ -341,6 +355,8 @@ class ShardStream(IterableDataset):
             "producer": torch.tensor(record["producer"], dtype=torch.int64),
             "step": torch.tensor(record["step"], dtype=torch.int64),
             "scene_seed": torch.tensor(record["scene_seed"], dtype=torch.int64),
+            "rot_deg": torch.tensor(record["rot_deg"], dtype=torch.float32),
+            "turn": torch.tensor(record["turn"], dtype=torch.int64),
         }
         if self.with_coarse:
             out["coarse_match"] = torch.from_numpy(record["coarse_match"])
@@ -351,6 +367,21 @@ class ShardStream(IterableDataset):
         return (
             f"ShardStream({self.cfg.root!r}, split={self.split!r}, rank={self.rank}/{self.world_size}, "
             f"with_coarse={self.with_coarse}, augment={self.augment})"
+        )
+
+
+def _turn(record: dict[str, Any], dTc: np.ndarray) -> None:
+    """Turn the current image by the quarter turn nearest the desired view, with its label and matches (in place)."""
+    k = nearest_quarter_turn(dTc)
+    if k == 0:
+        return
+    cur = record["cur"]
+    record["cur"] = turn_image(cur, k)
+    record["vel"] = rotate_label(dTc, k, record["scene_scale"]).astype(np.float32)
+    record["turn"] = k
+    if "coarse_match" in record:
+        record["coarse_match"], record["coarse_valid"] = rotate_match_grid(
+            record["coarse_match"], record["coarse_valid"], k
         )
 
 
@@ -422,9 +453,10 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     with_coarse: bool = False,
+    rot90: bool = False,
 ) -> DataLoader:
     """A DataLoader over `ShardStream` with `cfg.workers` spawned, persistent workers (augmentation on for train)."""
-    dataset = ShardStream(cfg, split, seed, rank=rank, world_size=world_size, with_coarse=with_coarse)
+    dataset = ShardStream(cfg, split, seed, rank=rank, world_size=world_size, with_coarse=with_coarse, rot90=rot90)
     extra: dict[str, Any] = {}
     if cfg.workers > 0:
         # spawn: a forked child would inherit zarr's asyncio I/O thread in whatever state it was, and can deadlock.
