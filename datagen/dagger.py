@@ -19,7 +19,8 @@ from datagen.beta import beta_for_round
 from datagen.producer import Progress, informative, open_writer
 from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
 from datagen.shards import ShardBuffer, ShardKey
-from policy.control import denormalize_velocity, normalize_velocity, pbvs
+from policy.control import denormalize_velocity, executed_velocity, normalize_velocity, pbvs
+from policy.matching import gt_coarse_match
 from sim.env import ServoEnv
 
 PRODUCER = "dagger"
@@ -166,8 +167,12 @@ class DaggerProducer:
     def make_shard(self, key: ShardKey, n: int) -> tuple[ShardBuffer, dict[str, Any]]:
         """Roll out episodes until `n` samples are buffered."""
         d = self.cfg.datagen.dagger
+        servo_cfg = self.cfg.policy.servo
         cam = self.env.camera
-        buf = ShardBuffer(cam.height, cam.width)
+        h = self.cfg.datagen.hemisphere
+        # The same ground-truth correspondences as the hemisphere pairs, so the matching loss sees closed-loop views.
+        grid = (cam.height // h.coarse_patch, cam.width // h.coarse_patch) if h.coarse_match else None
+        buf = ShardBuffer(cam.height, cam.width, coarse_grid=grid)
         driven, steps = 0, 0
         episode = 0
         while len(buf) < n:
@@ -189,10 +194,16 @@ class DaggerProducer:
                 if len(buf) >= n or not informative(frame.rgb):
                     break
                 expert = normalize_velocity(pbvs(self.env.dTc), scale)
+                extra = {}
+                if grid is not None:
+                    match, valid = gt_coarse_match(
+                        frame.depth, cam.K, self.env.dTc, h.coarse_patch, depth_d=self.env.desired_frame().depth
+                    )
+                    extra = {"coarse_match": np.where(valid[..., None], match, 0.0), "coarse_valid": valid}
                 buf.add_sample(
                     cur_rgb=frame.rgb, des_index=des_index, vel=expert, wTc=self.env.wTc, wTd=self.env.wTd,
                     K=cam.K, scene_scale=scale, episode=seed, step=step, scene_seed=seed,
-                    policy_version=self.version, beta=beta,
+                    policy_version=self.version, beta=beta, **extra,
                 )  # fmt: skip
                 action = expert
                 if servo is not None and act_rng.random() >= beta:
@@ -201,7 +212,11 @@ class DaggerProducer:
                         action = out.velocity_unit
                         driven += 1
                 steps += 1
-                frame = self.env.step(d.gain * denormalize_velocity(action, scale))
+                frame = self.env.step(
+                    executed_velocity(
+                        denormalize_velocity(action, scale), d.gain, servo_cfg.max_linear, servo_cfg.max_angular
+                    )
+                )
                 if self.env.done:
                     break
         meta = {"round_beta": beta, "policy_steps": driven, "steps": steps}

@@ -1,8 +1,9 @@
 """The offline producer: uniform pose pairs on the upper hemisphere around random scenes, labelled by PBVS.
 
 Each scene is rendered from `desired_per_scene` desired poses and, for each, `currents_per_desired` initial poses
-(the CNS distributions). Images are rendered in metres; the label is the PBVS velocity (lambda = 1) normalised by
-d* = the desired camera's distance to the scene centre, [v / d*, w], which is the unit world's label.
+(the CNS distributions; a share `near_goal` of the currents lies close to the desired pose instead, so the policy
+learns the last millimetres and where to stop). Images are rendered in metres; the label is the PBVS velocity
+(lambda = 1) normalised by d* = the desired camera's distance to the scene centre, [v / d*, w], the unit world's label.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from policy.matching import gt_coarse_match
 from sim.camera import Camera
 from sim.effects import apply_effects
 from sim.geometry import relative_pose
-from sim.poses import sample_initial, sample_pose, scene_scale
+from sim.poses import sample_initial, sample_near, sample_pose, scene_scale
 from sim.render import make_renderer
 from sim.scene_sampler import SceneSampler
 
@@ -101,7 +102,10 @@ class HemisphereProducer:
                 for _ in range(h.currents_per_desired):
                     if len(buf) >= n:
                         break
-                    wTc = sample_initial(pose_rng, cfg.sim.poses, wTd)
+                    if h.near_goal > 0 and pose_rng.random() < h.near_goal:
+                        wTc = sample_near(pose_rng, wTd, h.near_goal_translation, h.near_goal_rotation_deg)
+                    else:
+                        wTc = sample_initial(pose_rng, cfg.sim.poses, wTd)
                     cur = self.renderer.render(self.camera.K, wTc)
                     cur_rgb = apply_effects(cur.rgb, scene.effects, fx_rng)
                     if not informative(cur_rgb):

@@ -371,3 +371,13 @@ def clamp_velocity(vel: ArrayLike, max_linear: float, max_angular: float) -> np.
     nv, nw = float(np.linalg.norm(vel[:3])), float(np.linalg.norm(vel[3:]))
     k = min(1.0, ml / nv if nv > 0 else np.inf, ma / nw if nw > 0 else np.inf)
     return vel * k
+
+
+def executed_velocity(vel: ArrayLike, gain: float, max_linear: float, max_angular: float) -> np.ndarray:
+    """The twist a servo loop executes for a commanded velocity (6,): clamped to the speed limits, then times `gain`.
+
+    CNS executes twice the command (gain 2). Evaluation and DAgger rollouts both go through this, so the policy is
+    trained on the states it will meet when it is evaluated.
+    """
+    g = as_positive(gain, "gain")
+    return g * clamp_velocity(vel, max_linear, max_angular)

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from configs.schema import PoseDistribution, PosePairConfig
-from sim.geometry import make_pose, pose_error, rot_x, rot_y, rot_z
+from sim.geometry import exp_so3, make_pose, pose_error, rot_x, rot_y, rot_z
 from sim.validate import as_array
 
 
@@ -67,3 +67,33 @@ def scene_scale(wTd: ArrayLike, center: ArrayLike = (0.0, 0.0, 0.0)) -> float:
     """Return d*, the distance from the desired camera to the scene centre (1 in the unit world)."""
     T = as_array(wTd, (4, 4), "wTd")
     return float(np.linalg.norm(T[:3, 3] - as_array(center, (3,), "center")))
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float, name: str) -> float:
+    if not 0 < lo <= hi:
+        raise ValueError(f"{name}: a log-uniform range needs 0 < low <= high, got [{lo}, {hi}]")
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _unit_vector(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
+
+
+def sample_near(
+    rng: np.random.Generator,
+    wTd: ArrayLike,
+    translation: tuple[float, float],
+    rotation_deg: tuple[float, float],
+) -> np.ndarray:
+    """Draw a current pose wTc close to the desired pose wTd: the last metres and degrees of an episode.
+
+    The offset (in units of d*, the desired camera's distance to the scene centre) and the rotation angle are
+    log-uniform in their ranges, so every scale down to sub-millimetre is equally represented; directions and axes
+    are uniform. The hemisphere distributions never come this close (their labels stay above |v| ~ 0.3).
+    """
+    T = as_array(wTd, (4, 4), "wTd")
+    d = scene_scale(T)
+    t = _log_uniform(rng, *translation, "near_goal_translation") * d * _unit_vector(rng)
+    angle = np.radians(_log_uniform(rng, *rotation_deg, "near_goal_rotation_deg"))
+    return T @ make_pose(exp_so3(angle * _unit_vector(rng)), t)

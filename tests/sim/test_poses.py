@@ -7,7 +7,7 @@ import pytest
 
 from configs import load_config
 from sim.geometry import look_at, pose_error
-from sim.poses import hemisphere_pose, sample_pose, sample_pose_pair, scene_scale
+from sim.poses import hemisphere_pose, sample_near, sample_pose, sample_pose_pair, scene_scale
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,17 @@ def test_pairs_at_the_goal_are_rejected(poses_cfg) -> None:
         sample_pose_pair(np.random.default_rng(0), cfg)
     te, re = pose_error(*sample_pose_pair(np.random.default_rng(0), poses_cfg))
     assert te >= poses_cfg.min_translation or re >= poses_cfg.min_rotation_deg
+
+
+def test_near_goal_poses_are_log_uniform_down_to_sub_millimetre(poses_cfg) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    wTd = sample_pose(rng, poses_cfg.desired)
+    d = scene_scale(wTd)
+    te, re = np.array([pose_error(sample_near(rng, wTd, (1e-3, 0.3), (0.05, 20.0)), wTd) for _ in range(4000)]).T
+    assert te.min() >= 1e-3 * d * 0.999 and te.max() <= 0.3 * d * 1.001
+    assert re.min() >= 0.05 * 0.999 and re.max() <= 20.0 * 1.001
+    # Log-uniform: each decade of the offset holds its share (0.001-0.01 is ln 10 / ln 300 = 40 % of the draws).
+    share = np.mean(te < 0.01 * d)
+    assert 0.36 < share < 0.44
+    with pytest.raises(ValueError, match="near_goal_translation"):
+        sample_near(rng, wTd, (0.0, 0.3), (0.05, 20.0))
