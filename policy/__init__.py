@@ -18,6 +18,7 @@ _EXPORTS = {
     "build_policy": "policy.checkpoint",
     "save_checkpoint": "policy.checkpoint",
     "load_checkpoint": "policy.checkpoint",
+    "load_pretrained": "policy.pretrained",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -104,6 +104,17 @@ class Dashboard:
             self.wandb.log({"loss_curve": wandb.Image(str(out))})
         return out
 
+    def validation_plot(self) -> Path | None:
+        """Matching accuracy by rotation and velocity errors by label norm over the steps: validation.png (+ W&B)."""
+        from training.validation import plot_validation
+
+        out = plot_validation(self.metrics_file, self.run_dir / "validation.png")
+        if out is not None and self.wandb is not None:
+            import wandb
+
+            self.wandb.log({"validation": wandb.Image(str(out))})
+        return out
+
     def finish(self) -> None:
         """Draw the loss curve and close the W&B run."""
         self.loss_curve()

@@ -103,23 +103,15 @@ def _batch_metrics(batch: dict[str, torch.Tensor], vel: torch.Tensor, step: int)
     return out
 
 
-def _validate(state: TrainState, cfg: Config, loader: Any) -> dict[str, float]:
-    state.policy.eval()
-    totals: dict[str, float] = {}
-    n = 0
-    with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i >= cfg.train.val_batches:
-                break
-            b = _to_device(batch, state.device)
-            out = state.policy(b["cur"], b["des"])
-            losses = policy_loss(out, b["vel"], cfg.policy.loss, b.get("coarse_match"), b.get("coarse_valid"))
-            cos = torch.nn.functional.cosine_similarity(out.vel.float(), b["vel"], dim=-1, eps=1e-9).mean()
-            for k, v in {**{f"val/{k}": float(x) for k, x in losses.items()}, "val/cos": float(cos)}.items():
-                totals[k] = totals.get(k, 0.0) + v
-            n += 1
-    state.policy.train()
-    return {k.replace("val/total", "val/loss"): v / n for k, v in totals.items()} if n else {}
+def check_input_size(cfg: Config) -> None:
+    """The trainer feeds rendered images to the network as they are, while Servo resizes to policy.input_size: the two
+    must agree, or training and servoing see different patch grids. ValueError naming both keys otherwise."""
+    size = (cfg.sim.camera.width, cfg.sim.camera.height)
+    if tuple(cfg.policy.input_size) != size:
+        raise ValueError(
+            f"policy.input_size {list(cfg.policy.input_size)} differs from sim.camera (width, height) {list(size)}: "
+            "the network would train on one patch grid and servo on another; set them equal"
+        )
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -131,6 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from training.dashboard import Dashboard
     from training.dataset import make_loader, wait_for_shards
     from training.push import WeightPusher
+    from training.validation import validate
 
     cfg = Config.model_validate(config["cfg"])
     t = cfg.train
@@ -144,7 +137,7 @@ def train_loop(config: dict[str, Any]) -> None:
     wait_for_shards(cfg.data.root, t.wait_for_data)
     with_coarse = cfg.policy.loss.aux_match > 0
     loader = make_loader(cfg.data, "train", cfg.run.seed + state.step, t.batch_size, rank=rank, world_size=world,
-                         with_coarse=with_coarse)  # fmt: skip
+                         with_coarse=with_coarse, rot90=cfg.policy.rot90)  # fmt: skip
     batches = iter(loader)
     dash = Dashboard(cfg, run_dir(cfg)) if rank == 0 else None
     pusher = WeightPusher(cfg.datagen.dagger.actors) if rank == 0 and weights_by_push(cfg) else None
@@ -207,10 +200,14 @@ def train_loop(config: dict[str, Any]) -> None:
             )
         if t.val_batches and (step % t.val_every == 0 or step == t.steps):
             if val_loader is None:  # built once: its workers persist between validations
-                val_loader = make_loader(cfg.data, "val", cfg.run.seed, t.batch_size, with_coarse=with_coarse)
-            val = _validate(state, cfg, val_loader)
+                # Matching accuracy is measured wherever the data has correspondences, aux loss or not.
+                val_coarse = with_coarse or cfg.datagen.hemisphere.coarse_match
+                val_loader = make_loader(cfg.data, "val", cfg.run.seed, t.batch_size, with_coarse=val_coarse,
+                                         rot90=cfg.policy.rot90)  # fmt: skip
+            val = validate(state.policy, cfg, val_loader, state.device)
             if val:
                 dash.log(val, step)
+                dash.validation_plot()
         if step % t.checkpoint_every == 0 or step == t.steps:
             state.save()
             last_saved = step
@@ -231,6 +228,7 @@ def run_training(cfg: Config) -> Any:
     from training.dashboard import wandb_mode
 
     cfg = with_absolute_paths(cfg)
+    check_input_size(cfg)
     t = cfg.train
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)

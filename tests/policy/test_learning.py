@@ -47,3 +47,51 @@ def test_smoke_model_drives_the_loss_near_zero_on_fixed_pairs() -> None:
         pred = policy.eval()(cur_t, des_t).vel
     cos = torch.nn.functional.cosine_similarity(pred, target, dim=-1)
     assert float(cos.min()) > 0.95
+
+
+def test_the_auxiliary_matching_loss_teaches_the_score_matrix_to_match() -> None:
+    # Only the auxiliary term is weighted: if policy_loss dropped it, or the logits it scores were detached from the
+    # network, the total would not train the matcher and the accuracy would stay near chance (9/64 on 8 x 8).
+    from policy.losses import policy_loss
+    from policy.matching import gt_coarse_match
+    from training.validation import match_hits
+
+    cfg = load_config(
+        "smoke",
+        ["sim.scene.effects.prob=0", "sim.camera.width=128", "sim.camera.height=128", "policy.input_size=[128,128]",
+         "policy.loss.norm=0", "policy.loss.direction=0", "policy.loss.aux_match=1"],
+    )  # fmt: skip
+    cur, des, labels, matches, valids = [], [], [], [], []
+    with ServoEnv(cfg.sim) as env:
+        for seed in range(PAIRS):
+            frame = env.reset(seed)
+            cur.append(frame.rgb)
+            des.append(env.desired_frame().rgb)
+            labels.append(normalize_velocity(pbvs(env.dTc), env.scene_scale))
+            m, v = gt_coarse_match(frame.depth, env.camera.K, env.dTc, 16, depth_d=env.desired_frame().depth)
+            matches.append(np.where(v[..., None], m, 0.0))
+            valids.append(v)
+    cur_t, des_t = images_to_tensor(np.stack(cur)), images_to_tensor(np.stack(des))
+    target = torch.tensor(np.stack(labels), dtype=torch.float32)
+    match, valid = torch.tensor(np.stack(matches), dtype=torch.float32), torch.tensor(np.stack(valids))
+
+    def accuracy(policy: torch.nn.Module) -> float:
+        with torch.no_grad():
+            out = policy.eval()(cur_t, des_t)
+        hits, counted = match_hits(out.logits, match, valid, *out.grid)
+        policy.train()
+        return float(hits.sum() / counted.sum())
+
+    torch.manual_seed(0)
+    policy = build_policy(cfg.policy).train()
+    before = accuracy(policy)
+    opt = torch.optim.AdamW(policy.parameters(), lr=2e-3, weight_decay=0.0)
+    for _ in range(80):
+        loss = policy_loss(policy(cur_t, des_t), target, cfg.policy.loss, match, valid)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = accuracy(policy)
+    # Measured: about 0.15 -> 0.9 after 80 steps.
+    assert before < 0.35
+    assert after > 0.7

@@ -1,0 +1,88 @@
+"""Open-loop scores of a policy on fixed simulated pairs: the fast proxy before closed-loop servoing.
+
+Each pair is the first frame of a benchmark episode (`ServoEnv.reset(seed)`), so the suites' settings apply: held-out
+assets, initial poses drawn like desired ones. The policy runs through `Servo`, exactly as in closed loop (quarter-turn
+search included), and its normalised velocity is compared with the PBVS label of the true pose.
+
+    python -m training.openloop --config cpu eval.checkpoint=pretrained:cnsv2-cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+
+from configs import load_config
+from configs.schema import Config
+from policy.control import normalize_velocity, pbvs
+from policy.rotation import nearest_quarter_turn
+from sim.geometry import log_so3
+
+
+@dataclass(frozen=True)
+class OpenLoopScores:
+    """Per pair: cosine with the label, the quarter turn Servo chose and the true nearest one, the rotation (deg)."""
+
+    cos: np.ndarray  # (P,)
+    turn: np.ndarray  # (P,) int
+    true_turn: np.ndarray  # (P,) int
+    rot_deg: np.ndarray  # (P,)
+    norm_pred: np.ndarray  # (P,) |v| predicted, unit world
+    norm_true: np.ndarray  # (P,)
+
+    def summary(self) -> dict[str, float]:
+        """Median cosine, share of pairs with cosine > 0.5, and how often the chosen turn was the true one."""
+        return {
+            "pairs": float(len(self.cos)),
+            "median_cos": float(np.median(self.cos)),
+            "share_cos_above_0.5": float(np.mean(self.cos > 0.5)),
+            "turn_accuracy": float(np.mean(self.turn == self.true_turn)),
+        }
+
+
+def open_loop_scores(policy: object, cfg: Config, seeds: list[int]) -> OpenLoopScores:
+    """Score `policy` on the first frame of the episodes `seeds` of the environment `cfg.sim` describes."""
+    from policy.servo import Servo
+    from sim.env import ServoEnv
+
+    rows = []
+    with ServoEnv(cfg.sim) as env:
+        for seed in seeds:
+            frame = env.reset(seed)
+            servo = Servo(policy, env.desired_frame().rgb, env.camera.K, env.scene_scale)  # type: ignore[arg-type]
+            out = servo.step(frame.rgb)
+            label = normalize_velocity(pbvs(env.dTc), env.scene_scale)
+            pred = out.velocity_unit
+            cos = float(pred @ label / max(np.linalg.norm(pred) * np.linalg.norm(label), 1e-12))
+            rot = float(np.degrees(np.linalg.norm(log_so3(env.dTc[:3, :3]))))
+            rows.append(
+                (cos, out.turn, nearest_quarter_turn(env.dTc), rot, np.linalg.norm(pred), np.linalg.norm(label))
+            )
+    cos, turn, true_turn, rot, npred, ntrue = (np.array(c) for c in zip(*rows, strict=True))
+    return OpenLoopScores(cos, turn.astype(int), true_turn.astype(int), rot, npred, ntrue)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: print the open-loop summary of a checkpoint on the first frames of a suite's episodes."""
+    from policy.checkpoint import load_checkpoint
+    from training.evaluate import resolve_checkpoint
+    from training.suites import load_suite, suite_config
+
+    parser = argparse.ArgumentParser(prog="python -m training.openloop", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="smoke")
+    parser.add_argument("--suite", default="canonical")
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    suite_cfg = suite_config(args.config, load_suite(args.suite), args.overrides)
+    policy, _ = load_checkpoint(resolve_checkpoint(cfg, ["cnsv2"]))
+    seeds = [cfg.eval.seed + i for i in range(args.pairs)]
+    scores = open_loop_scores(policy, suite_cfg, seeds)
+    print(" ".join(f"{k}={v:.3f}" for k, v in scores.summary().items()))
+
+
+if __name__ == "__main__":
+    main()
