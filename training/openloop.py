@@ -64,6 +64,40 @@ def open_loop_scores(policy: object, cfg: Config, seeds: list[int]) -> OpenLoopS
     return OpenLoopScores(cos, turn.astype(int), true_turn.astype(int), rot, npred, ntrue)
 
 
+# Offsets from the goal for the stop calibration, units of d* and degrees, log-uniform: well inside CNS's success
+# bound (0.1 d*, 10 deg), and beyond it.
+NEAR = ((0.002, 0.03), (0.1, 3.0))
+FAR = ((0.12, 0.3), (12.0, 30.0))
+
+
+def stop_norms(policy: object, cfg: Config, seeds: list[int]) -> dict[str, np.ndarray]:
+    """The policy's predicted |v| (unit world) at the goal, near it (inside the success bound) and beyond it.
+
+    For each episode seed: the current image rendered exactly at the desired pose ("goal"), at a pose drawn by
+    `sim.poses.sample_near` within `NEAR` ("near"), and within `FAR` ("far"). A stop threshold on |v| should pass
+    most "goal" and "near" frames and almost no "far" frame.
+    """
+    from policy.servo import Servo
+    from sim.env import ServoEnv
+    from sim.poses import sample_near
+
+    out: dict[str, list[float]] = {"goal": [], "near": [], "far": []}
+    with ServoEnv(cfg.sim) as env:
+        for seed in seeds:
+            env.reset(seed)
+            rng = np.random.default_rng([seed, 7])
+            servo = Servo(policy, env.desired_frame().rgb, env.camera.K, env.scene_scale)  # type: ignore[arg-type]
+            poses = {
+                "goal": env.wTd,
+                "near": sample_near(rng, env.wTd, *NEAR),
+                "far": sample_near(rng, env.wTd, *FAR),
+            }
+            for name, wTc in poses.items():
+                rgb = env.renderer.render(env.camera.K, wTc).rgb
+                out[name].append(float(np.linalg.norm(servo.step(rgb).velocity_unit)))
+    return {k: np.array(v) for k, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: print the open-loop summary of a checkpoint on the first frames of a suite's episodes."""
     from policy.checkpoint import load_checkpoint
@@ -74,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="smoke")
     parser.add_argument("--suite", default="canonical")
     parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--stop", action="store_true", help="also print |v| quantiles at, near and beyond the goal")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
@@ -82,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [cfg.eval.seed + i for i in range(args.pairs)]
     scores = open_loop_scores(policy, suite_cfg, seeds)
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.summary().items()))
+    if args.stop:
+        for name, norms in stop_norms(policy, suite_cfg, seeds).items():
+            q = np.quantile(norms, [0.1, 0.5, 0.9])
+            print(f"|v| {name}: p10 {q[0]:.4f} median {q[1]:.4f} p90 {q[2]:.4f}")
 
 
 if __name__ == "__main__":

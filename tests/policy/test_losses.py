@@ -46,7 +46,7 @@ def test_policy_loss_weights_the_terms_and_needs_matches_for_the_aux_term() -> N
     from configs import load_config
     from policy import build_policy
 
-    cfg = load_config("smoke").policy
+    cfg = load_config("smoke", ["policy.loss.aux_match=0"]).policy
     policy = build_policy(cfg).eval()
     out = policy(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
     target = torch.randn(2, 6)

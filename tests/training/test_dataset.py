@@ -163,6 +163,8 @@ def test_batch_shapes_dtypes_and_ranges(dataset) -> None:
         "producer": ((8,), torch.int64),
         "step": ((8,), torch.int64),
         "scene_seed": ((8,), torch.int64),
+        "rot_deg": ((8,), torch.float32),
+        "turn": ((8,), torch.int64),
     }
     assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == expected
     for key in ("cur", "des"):
@@ -340,3 +342,39 @@ def test_colour_jitter_matches_torchvision_where_nothing_clips() -> None:
     b, c, s = np.random.default_rng(7).uniform(0.9, 1.1, 3).tolist()
     ref = F.adjust_saturation(F.adjust_contrast(F.adjust_brightness(img, b), c), s)
     torch.testing.assert_close(out, ref, atol=1e-3, rtol=0)
+
+
+def test_rot90_turns_image_label_and_matches_to_the_nearest_quarter_turn(tmp_path: Path) -> None:
+    from policy.control import normalize_velocity, pbvs
+    from policy.rotation import rotate_label, turn_image
+    from sim.geometry import make_pose, rot_z
+
+    rng = np.random.default_rng(0)
+    scene = next(s for s in range(100) if split_of_scene(s, 0.5) == "val")  # one deterministic pass, in order
+    buf = ShardBuffer(H, W, coarse_grid=GRID)
+    d = buf.add_desired(rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    # Radians. The turned camera is c Rz(k pi/2), so k cancels the yaw: 1.7 rad needs 3 turns, -1.5 rad one.
+    yaws = [0.1, 1.7, 3.0, -1.5]
+    curs, poses = [], []
+    for i, yaw in enumerate(yaws):
+        cur = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        wTc = make_pose(rot_z(yaw), [0.1 * i, 0.0, 0.05])
+        match = np.arange(8, dtype=np.float32).reshape(*GRID, 2)
+        valid = np.array([[True, False], [False, False]])
+        buf.add_sample(
+            cur_rgb=cur, des_index=d, vel=normalize_velocity(pbvs(wTc), 1.0), wTc=wTc, wTd=np.eye(4), K=K,
+            scene_scale=1.0, episode=i, step=0, scene_seed=scene, coarse_match=match, coarse_valid=valid,
+        )  # fmt: skip
+        curs.append(cur)
+        poses.append(wTc)
+    _writer(tmp_path).publish(ShardKey("hemisphere", 0, 0), buf)
+    cfg = data_cfg(tmp_path, val_fraction=0.5)
+    batch = take(ShardStream(cfg, "val", seed=0, with_coarse=True, rot90=True), 4)
+    for i, k in enumerate([0, 3, 2, 1]):
+        j = i
+        assert int(batch["turn"][j]) == k
+        assert np.degrees(abs(yaws[i])) == pytest.approx(float(batch["rot_deg"][j]), abs=1e-3)
+        got = np.round(batch["cur"][j].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        assert np.array_equal(got, turn_image(curs[i], k))
+        assert np.allclose(batch["vel"][j].numpy(), rotate_label(poses[i], k, 1.0), atol=1e-6)
+        assert np.array_equal(batch["coarse_valid"][j].numpy(), np.rot90(np.array([[1, 0], [0, 0]]), k).astype(bool))
