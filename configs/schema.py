@@ -347,6 +347,9 @@ class DataConfig(Section):
     workers: int = Field(ge=0, description="data-loader worker processes per trainer")
     color_jitter: float = Field(ge=0.0, le=1.0, description="brightness/contrast/saturation jitter; 0 turns it off")
     noise_std: float = Field(ge=0.0, description="additive Gaussian noise on [0, 1] images; 0 turns it off")
+    rot90_max_deg: float = Field(
+        ge=45.0, le=180.0, description="with policy.rot90: train on any quarter turn leaving at most this rotation"
+    )
 
 
 class WandbConfig(Section):

@@ -105,7 +105,9 @@ def measure(config: str, overrides: list[str], device: torch.device, iters: int,
 def main(argv: list[str] | None = None) -> int:
     """Print the table and the command that reproduces it."""
     p = argparse.ArgumentParser(prog="python -m policy.bench", description=__doc__)
-    p.add_argument("--configs", nargs="+", default=["smoke", "paper"], help="configs to time (default: smoke paper)")
+    p.add_argument(
+        "--configs", nargs="+", default=["smoke", "cpu", "paper"], help="configs to time (default: %(default)s)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--iters", type=int, default=10, help="timed steps per config (default %(default)s)")
     p.add_argument("--warmup", type=int, default=2)

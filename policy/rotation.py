@@ -9,10 +9,12 @@ sees, to 0.01 grey levels on MuJoCo renders (without the shift: 2-3 levels). Wit
 desired orientation (`nearest_quarter_turn`), every relative rotation's in-plane part falls within +-45 deg, and the
 theta-u label, which flips sign at 180 deg, is never asked to average two opposite targets.
 
-Training picks k from the true pose and rotates the label (`rotate_label`) and the ground-truth matches
-(`rotate_match_grid`) with the image. At run time no pose is known: `Servo` runs all four turns in one batch, keeps
-the one whose matches are most confident, and maps the velocity back to the real camera (`velocity_from_turned`):
-the PBVS velocity is inverted to a pose (Eq. 18), composed with the turn, and turned into PBVS again (Eq. 5).
+Training picks k from the true pose (`draw_quarter_turn`: any turn that leaves at most `data.rot90_max_deg`, so the
+network also learns the far side of the +-45 deg boundary that closed loop always crosses) and rotates the label
+(`rotate_label`) and the ground-truth matches (`rotate_match_grid`) with the image. At run time no pose is known:
+`Servo` runs all four turns in one batch, keeps the one whose matches are most confident, and maps the velocity back
+to the real camera (`velocity_from_turned`): the PBVS velocity is inverted to a pose (Eq. 18), composed with the
+turn, and turned into PBVS again (Eq. 5).
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from sim.validate import as_array, as_pose
 
 __all__ = [
     "QUARTER_TURNS",
+    "draw_quarter_turn",
     "nearest_quarter_turn",
     "rot90_pose",
     "rotate_label",
     "rotate_match_grid",
+    "turn_angles",
     "turn_image",
     "turn_images",
     "velocity_from_turned",
@@ -95,9 +99,28 @@ def nearest_quarter_turn(dTc: ArrayLike) -> int:
 
     dTc: (4, 4) pose of the current camera in the desired one. Ties go to the smaller k.
     """
+    return int(np.argmin(np.round(turn_angles(dTc), 9)))
+
+
+def turn_angles(dTc: ArrayLike) -> np.ndarray:
+    """The rotation angle (degrees) from each turned camera c' (k = 0..3) to the desired camera, shape (4,)."""
     T = as_pose(dTc, "dTc")
-    angles = [np.linalg.norm(log_so3(T[:3, :3] @ rot90_pose(k)[:3, :3])) for k in QUARTER_TURNS]
-    return int(np.argmin(np.round(angles, 12)))
+    return np.array([np.degrees(np.linalg.norm(log_so3(T[:3, :3] @ rot90_pose(k)[:3, :3]))) for k in QUARTER_TURNS])
+
+
+def draw_quarter_turn(dTc: ArrayLike, max_deg: float, rng: np.random.Generator) -> int:
+    """A training turn: uniform among the turns that leave at most `max_deg` of rotation, else the nearest.
+
+    With `max_deg` = 45 this is always the nearest turn. Closed-loop servoing crosses the +-45 deg boundary between
+    two turns in every large-rotation episode, and a network that has only seen residuals within +-45 deg confuses
+    +45 with -45 there (textures with 90-degree symmetry look alike) and turns the wrong way. Drawing from the turns
+    within a wider `max_deg` teaches both sides of the boundary.
+    """
+    angles = turn_angles(dTc)
+    ok = np.flatnonzero(angles <= max_deg)
+    if ok.size == 0:
+        return int(np.argmin(np.round(angles, 12)))
+    return int(rng.choice(ok))
 
 
 def rotate_label(dTc: ArrayLike, k: int, scene_scale: float) -> np.ndarray:

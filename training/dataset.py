@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 
 from configs.schema import DataConfig
 from datagen.shards import DatasetReader, ShardError, ShardMeta
-from policy.rotation import nearest_quarter_turn, rotate_label, rotate_match_grid, turn_image
+from policy.rotation import draw_quarter_turn, rotate_label, rotate_match_grid, turn_image
 from sim.geometry import log_so3
 
 Split = Literal["train", "val"]
@@ -115,6 +115,8 @@ class ShardStream(IterableDataset):
         self._grid: tuple[int, int] | None = None
         self._weights: dict[str, float] = {}  # shard id -> expected samples of this split
         self._val_units: dict[str, list[tuple[int, int]]] = {}  # shard id -> val slices
+        # Validation draws the same turns on every pass; training keeps drawing new ones.
+        self._turn_rng = np.random.default_rng([self.seed % 2**63, self.rank, split == "val"])
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers open their own reader: zarr handles must not cross processes.
@@ -314,7 +316,7 @@ class ShardStream(IterableDataset):
             record["rot_deg"] = float(np.degrees(np.linalg.norm(log_so3(dTc[:3, :3]))))
             record["turn"] = 0
             if self.rot90:
-                _turn(record, dTc)
+                _turn(record, dTc, self.cfg.rot90_max_deg, self._turn_rng)
             records.append(record)
         return records
 
@@ -370,9 +372,9 @@ class ShardStream(IterableDataset):
         )
 
 
-def _turn(record: dict[str, Any], dTc: np.ndarray) -> None:
-    """Turn the current image by the quarter turn nearest the desired view, with its label and matches (in place)."""
-    k = nearest_quarter_turn(dTc)
+def _turn(record: dict[str, Any], dTc: np.ndarray, max_deg: float, rng: np.random.Generator) -> None:
+    """Turn the current image by a quarter turn near the desired view, with its label and matches (in place)."""
+    k = draw_quarter_turn(dTc, max_deg, rng)
     if k == 0:
         return
     cur = record["cur"]

@@ -117,7 +117,23 @@ def test_dagger_starts_as_the_expert_then_uses_pushed_weights(tmp_path: Path) ->
     for a, side in by_round[1]:
         assert np.all(a["policy_version"] == 5) and np.all(a["beta"] == 0.0)
         assert side["policy_steps"] == side["steps"] > 0  # beta 0: the policy drove every step
+    for a, _ in by_round[0] + by_round[1]:
+        # Ground-truth correspondences, as in hemisphere shards: the matching loss sees closed-loop views too.
+        assert a["coarse_match"].shape == (len(a["vel"]), 4, 4, 2) and a["coarse_valid"].mean() > 0.2
     p.close()
+
+
+def test_near_goal_share_of_hemisphere_pairs(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=40", "datagen.hemisphere.shard_samples=40",
+               "datagen.hemisphere.near_goal=0.5")  # fmt: skip
+    p = HemisphereProducer(cfg)
+    buf, _ = p.make_shard(0)
+    p.close()
+    a = buf.arrays()
+    _check_labels(a)
+    norms = np.linalg.norm(a["vel"], axis=1)
+    # The hemisphere distributions never come below |v| ~ 0.3; the near-goal draws do (down to ~0.001).
+    assert 0.25 < np.mean(norms < 0.3) < 0.75 and norms.min() < 0.05
 
 
 def test_dagger_loads_the_newest_checkpoint_of_the_run(tmp_path: Path) -> None:

@@ -102,3 +102,18 @@ def test_bad_inputs_are_named() -> None:
         rot90_pose(1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="square"):
         rotate_match_grid(np.zeros((4, 6, 2)), np.zeros((4, 6), bool), 1)
+
+
+def test_training_turns_are_drawn_within_the_margin_and_cover_both_sides_of_the_boundary() -> None:
+    from policy.rotation import draw_quarter_turn, turn_angles
+
+    rng = np.random.default_rng(2)
+    near_boundary = make_pose(rot_z(np.radians(40.0)), np.zeros(3))  # turns leave 40 deg (k=0) and 50 deg (k=3)
+    assert np.allclose(sorted(turn_angles(near_boundary))[:2], [40.0, 50.0])
+    draws = {draw_quarter_turn(near_boundary, 70.0, rng) for _ in range(50)}
+    assert draws == {0, 3}
+    assert {draw_quarter_turn(near_boundary, 45.0, rng) for _ in range(20)} == {0}
+    small = make_pose(rot_z(np.radians(5.0)), np.zeros(3))  # the next turn would leave 85 deg
+    assert {draw_quarter_turn(small, 70.0, rng) for _ in range(20)} == {0}
+    tilted = make_pose(exp_so3([2.0, 0.0, 0.0]), np.zeros(3))  # 115 deg about x: no turn within 70 deg
+    assert draw_quarter_turn(tilted, 70.0, rng) == nearest_quarter_turn(tilted)

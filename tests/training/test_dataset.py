@@ -104,6 +104,7 @@ def data_cfg(root: Path, **kw) -> DataConfig:
         "workers": 0,
         "color_jitter": 0.0,
         "noise_std": 0.0,
+        "rot90_max_deg": 45.0,
     }
     return DataConfig(**{**base, **kw})
 
