@@ -254,6 +254,12 @@ class ServoConfig(Section):
     switch_threshold: float = Field(gt=0.0, description="PBVS once |x_g - x_g*| < this x sqrt(N16), patch units")
     max_linear: float = Field(gt=0.0, description="m/s after denormalisation")
     max_angular: float = Field(gt=0.0, description="rad/s")
+    turn_hysteresis: float = Field(
+        default=0.25,  # a default only so that checkpoints written before this key still load
+        ge=0.0,
+        description="policy.rot90: keep the quarter turn in use until another's mean confidence is this much higher "
+        "(relative), so the turn does not flip back and forth where two turns leave about 45 deg each",
+    )
 
 
 class PolicyConfig(Section):

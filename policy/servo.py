@@ -96,6 +96,7 @@ class Servo:
         if self.rot90 and self.input_size[0] != self.input_size[1]:
             raise ValueError(f"policy.rot90 needs a square policy.input_size, got {self.input_size}")
         self.pbvs_latched = not self.cfg.hybrid
+        self.turn: int | None = None  # the quarter turn in use (policy.rot90)
         self.steps = 0
 
     def _to_caller_px(self, g_patch: np.ndarray) -> np.ndarray:
@@ -120,7 +121,13 @@ class Servo:
             x = torch.cat([turn_images(x, k) for k in QUARTER_TURNS])
         out = self.policy(x, self.cache)
         if self.rot90:
-            turn = int(out.confidence.float().mean(dim=1).argmax())
+            conf = out.confidence.float().mean(dim=1)
+            turn = int(conf.argmax())
+            # Where two turns leave about 45 deg each, their confidences are close and the network is least sure of
+            # the sign: a turn in use stays until another is clearly better (a Schmitt trigger, not an argmax).
+            if self.turn is not None and conf[turn] <= conf[self.turn] * (1.0 + self.cfg.turn_hysteresis):
+                turn = self.turn
+            self.turn = turn
         self.steps += 1
         v_unit = out.vel[turn].float().cpu().numpy().astype(np.float64)
         g_cur = out.gravity_cur[turn].float().cpu().numpy().astype(np.float64)

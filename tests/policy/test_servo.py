@@ -105,3 +105,34 @@ def test_bad_inputs_are_named(episode) -> None:  # type: ignore[no-untyped-def]
         Servo(_policy(), des, K, scene_scale=0.0)
     with pytest.raises(ValueError, match="rgb: expected a uint8"):
         Servo(_policy(), des, K, scene_scale=1.0).step(cur[..., :2])
+
+
+def test_rot90_runs_the_four_turns_keeps_the_most_confident_and_maps_the_velocity_back(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from policy.network import CNSv2Policy
+    from policy.rotation import turn_images, velocity_from_turned
+
+    des, cur, K = episode
+    policy = _policy("policy.rot90=true", "policy.servo.hybrid=false", "policy.servo.turn_hysteresis=0.25")
+    seen: list[torch.Tensor] = []
+    confidences = iter([[0.1, 0.5, 0.2, 0.1], [0.1, 0.5, 0.6, 0.1], [0.1, 0.5, 0.8, 0.1]])
+    real_forward = CNSv2Policy.forward
+
+    def forward(self, x, cache):  # type: ignore[no-untyped-def]
+        seen.append(x)
+        out = real_forward(self, x, cache)
+        c = torch.tensor(next(confidences))[:, None].expand_as(out.confidence)
+        return type(out)(**{**out.__dict__, "confidence": c.contiguous()})
+
+    monkeypatch.setattr(CNSv2Policy, "forward", forward)
+    servo = Servo(policy, des, K, scene_scale=1.0)
+    first = servo.step(cur)
+    x = seen[0]
+    assert x.shape[0] == 4
+    for k in range(4):
+        assert torch.equal(x[k : k + 1], turn_images(x[:1], k))
+    assert first.turn == 1
+    with torch.no_grad():
+        raw = real_forward(policy, x, servo.cache).vel[1].double().numpy()
+    np.testing.assert_allclose(first.velocity_unit, velocity_from_turned(raw, 1), atol=1e-5)
+    assert servo.step(cur).turn == 1  # 0.6 is not 25 % above 0.5: the turn in use stays
+    assert servo.step(cur).turn == 2  # 0.8 is
