@@ -13,6 +13,7 @@ from policy.network import images_to_tensor
 from sim import ServoEnv
 
 PAIRS, STEPS = 6, 160
+AUX_STEPS = 60
 
 
 def test_smoke_model_drives_the_loss_near_zero_on_fixed_pairs() -> None:
@@ -59,7 +60,9 @@ def test_the_auxiliary_matching_loss_teaches_the_score_matrix_to_match() -> None
     cfg = load_config(
         "smoke",
         ["sim.scene.effects.prob=0", "sim.camera.width=128", "sim.camera.height=128", "policy.input_size=[128,128]",
-         "policy.loss.norm=0", "policy.loss.direction=0", "policy.loss.aux_match=1"],
+         "policy.loss.norm=0", "policy.loss.direction=0", "policy.loss.aux_match=1", "policy.backbone.dim=64",
+         "policy.transformer.dim=64", "policy.transformer.depth=1", "policy.controller.fine_features=false",
+         "policy.controller.dim=32", "policy.controller.depth=1"],
     )  # fmt: skip
     cur, des, labels, matches, valids = [], [], [], [], []
     with ServoEnv(cfg.sim) as env:
@@ -86,12 +89,13 @@ def test_the_auxiliary_matching_loss_teaches_the_score_matrix_to_match() -> None
     policy = build_policy(cfg.policy).train()
     before = accuracy(policy)
     opt = torch.optim.AdamW(policy.parameters(), lr=2e-3, weight_decay=0.0)
-    for _ in range(80):
+    for _ in range(AUX_STEPS):
         loss = policy_loss(policy(cur_t, des_t), target, cfg.policy.loss, match, valid)["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()
     after = accuracy(policy)
-    # Measured: about 0.15 -> 0.9 after 80 steps.
+    print(f"matching accuracy {before:.2f} -> {after:.2f} after {AUX_STEPS} steps")
+    # Measured: 0.20 -> 1.00 after 60 steps (11 s).
     assert before < 0.35
     assert after > 0.7
