@@ -98,6 +98,9 @@ def ship(
         for f in (WEIGHTS, META):
             shutil.copy2(checkpoint / f, tmp / f)
         (tmp / CARD).write_text(model_card(name, meta, run, wall_minutes, eval_md))
+        tmp.chmod(0o755)  # mkdtemp makes it private; package data must be readable by everyone
+        for p in tmp.iterdir():
+            p.chmod(0o644)
         size = sum(p.stat().st_size for p in tmp.iterdir())
         if size > MAX_BYTES:
             raise ValueError(f"{name}: {size / 2**20:.1f} MB exceeds the {MAX_BYTES / 2**20:.0f} MB limit")

@@ -41,7 +41,7 @@ def test_the_package_ships_it_with_a_model_card_within_25_mb(shipped) -> None:  
     assert not policy.training and meta["policy_version"] > 0
     assert policy.cfg.backbone.kind == "xfeat" and policy.cfg.rot90
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "Closed-loop evaluation" in card and "canonical" in card
+    assert "Closed-loop evaluation" in card and "canonical" in card and "Training config" in card
     with pytest.raises(FileNotFoundError, match=f"shipped: .*{NAME}"):
         load_pretrained("no-such-policy")
 
@@ -82,6 +82,9 @@ def test_its_velocity_depends_on_the_desired_image(shipped, suite_cfg) -> None: 
     assert np.median(cos) < SWAP_COS_CEILING, np.round(cos, 2)
 
 
-MEDIAN_COS_FLOOR = 0.0  # set from the measurement below
-TURN_ACCURACY_FLOOR = 0.0
-SWAP_COS_CEILING = 1.0
+# Measured on these pairs with the shipped cnsv2-cpu (step 3000): median cosine 0.977, turn accuracy 0.85, and the
+# median cosine between the velocities for the own and for another scene's desired image 0.39 (1.0 would mean the
+# goal is ignored). The bounds leave room for a retrained policy, not for a broken one.
+MEDIAN_COS_FLOOR = 0.85
+TURN_ACCURACY_FLOOR = 0.7
+SWAP_COS_CEILING = 0.7
