@@ -16,6 +16,7 @@ matplotlib (`mpl-data/sample_data`). Each model's own texture is a photo crop, a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -27,9 +28,11 @@ TEXTURE_SIZE = 256
 
 
 def _photos() -> list[np.ndarray]:
-    import matplotlib
-
-    root = Path(matplotlib.get_data_path()) / "sample_data"
+    # Located, not imported: the assets package stays free of plotting libraries.
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("assets.sample_folder takes its photographs from matplotlib's sample data: install it")
+    root = Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "sample_data"
     images = [np.asarray(Image.open(root / name).convert("RGB")) for name in PHOTOS if (root / name).is_file()]
     if not images:
         raise FileNotFoundError(f"no sample photographs in {root}: matplotlib's sample_data is missing")

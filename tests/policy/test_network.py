@@ -78,8 +78,12 @@ def test_gradients_reach_every_trainable_parameter(overrides: list[str]) -> None
     assert len(zero) <= 0.02 * sum(1 for _ in policy.parameters()), f"zero gradients: {zero}"
 
 
-def test_a_frozen_backbone_gets_no_gradient() -> None:
-    policy = build_policy(_cfg("policy.backbone.freeze=true")).train()
+def test_a_frozen_backbone_gets_no_gradient(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "cnn.safetensors"  # freezing needs weights: a frozen random encoder is a config error
+    save_file(build_policy(_cfg()).backbone.net.state_dict(), str(weights))
+    policy = build_policy(_cfg("policy.backbone.freeze=true", f"policy.backbone.weights={weights}")).train()
     assert all(not p.requires_grad for p in policy.backbone.parameters())
     assert any(p.requires_grad for p in policy.controller.parameters())
 
