@@ -275,8 +275,8 @@ class PolicyConfig(Section):
     compile: bool
     rot90: bool = Field(
         default=False,  # a default only so that checkpoints written before this key still load
-        description="the network sees the current image turned by the multiple of 90 deg nearest the desired view: "
-        "training picks it from the true pose, Servo searches the four (policy.rotation)",
+        description="the network sees the current image turned by a multiple of 90 deg near the desired view: "
+        "training draws it from the true pose (data.rot90_max_deg), Servo searches the four (policy.rotation)",
     )
 
     @field_validator("input_size")

@@ -115,8 +115,7 @@ class ShardStream(IterableDataset):
         self._grid: tuple[int, int] | None = None
         self._weights: dict[str, float] = {}  # shard id -> expected samples of this split
         self._val_units: dict[str, list[tuple[int, int]]] = {}  # shard id -> val slices
-        # Validation draws the same turns on every pass; training keeps drawing new ones.
-        self._turn_rng = np.random.default_rng([self.seed % 2**63, self.rank, split == "val"])
+        self._turn_rng = np.random.default_rng([self.seed % 2**63, self.rank])  # training's quarter turns
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers open their own reader: zarr handles must not cross processes.
@@ -316,7 +315,13 @@ class ShardStream(IterableDataset):
             record["rot_deg"] = float(np.degrees(np.linalg.norm(log_so3(dTc[:3, :3]))))
             record["turn"] = 0
             if self.rot90:
-                _turn(record, dTc, self.cfg.rot90_max_deg, self._turn_rng)
+                # Validation turns are a function of the sample, so every validation pass scores the same pairs.
+                rng = (
+                    self._turn_rng
+                    if self.split == "train"
+                    else np.random.default_rng([record["scene_seed"], start + i])
+                )
+                _turn(record, dTc, self.cfg.rot90_max_deg, rng)
             records.append(record)
         return records
 
