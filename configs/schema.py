@@ -35,8 +35,15 @@ def _unit_interval(r: tuple[float, float]) -> tuple[float, float]:
     return r
 
 
+def _positive_low(r: tuple[float, float]) -> tuple[float, float]:
+    if r[0] <= 0:
+        raise ValueError(f"a log-uniform range needs low > 0, got [{r[0]}, {r[1]}]")
+    return r
+
+
 Range = Annotated[tuple[float, float], AfterValidator(_ordered)]
 PositiveRange = Annotated[tuple[float, float], AfterValidator(_ordered), AfterValidator(_nonnegative)]
+LogRange = Annotated[tuple[float, float], AfterValidator(_ordered), AfterValidator(_positive_low)]
 UnitRange = Annotated[tuple[float, float], AfterValidator(_ordered), AfterValidator(_unit_interval)]
 CountRange = Annotated[tuple[int, int], AfterValidator(_ordered), AfterValidator(_nonnegative)]
 Angle = Annotated[float, Field(ge=0.0, le=180.0)]
@@ -305,8 +312,8 @@ class HemisphereConfig(ProducerResources):
     desired_per_scene: int = Field(ge=1)
     currents_per_desired: int = Field(ge=1)
     near_goal: float = Field(ge=0.0, le=1.0, description="share of current poses drawn near the desired one (the stop)")
-    near_goal_translation: PositiveRange = Field(description="their offset, log-uniform, in units of d* (unit world)")
-    near_goal_rotation_deg: PositiveRange = Field(description="their rotation angle, log-uniform")
+    near_goal_translation: LogRange = Field(description="their offset, log-uniform, in units of d* (unit world)")
+    near_goal_rotation_deg: LogRange = Field(description="their rotation angle, log-uniform")
     coarse_match: bool = Field(description="also store ground-truth coarse correspondences (coarse_match/valid)")
     coarse_patch: int = Field(ge=2, le=64, description="patch size of those correspondences, pixels")
 

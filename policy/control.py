@@ -373,11 +373,16 @@ def clamp_velocity(vel: ArrayLike, max_linear: float, max_angular: float) -> np.
     return vel * k
 
 
-def executed_velocity(vel: ArrayLike, gain: float, max_linear: float, max_angular: float) -> np.ndarray:
+def executed_velocity(
+    vel: ArrayLike, gain: float, max_linear: float | None = None, max_angular: float | None = None
+) -> np.ndarray:
     """The twist a servo loop executes for a commanded velocity (6,): clamped to the speed limits, then times `gain`.
 
-    CNS executes twice the command (gain 2). Evaluation and DAgger rollouts both go through this, so the policy is
-    trained on the states it will meet when it is evaluated.
+    CNS executes twice the command (gain 2). Evaluation (`training.episodes.run_episode`) and DAgger rollouts both go
+    through this, so the policy is trained on the states it will meet when it is evaluated. Without limits (None) the
+    command is only scaled.
     """
     g = as_positive(gain, "gain")
+    if max_linear is None or max_angular is None:
+        return g * as_array(vel, (6,), "vel")
     return g * clamp_velocity(vel, max_linear, max_angular)

@@ -27,6 +27,7 @@ __all__ = [
     "dual_softmax_confidence",
     "gravity_centres",
     "gt_coarse_match",
+    "nearest_cells",
     "patch_centres_px",
     "patch_positions",
     "patch_to_pixels",
@@ -210,6 +211,19 @@ def gt_coarse_match(
     return pixels_to_patch(uv_d, patch), valid
 
 
+def nearest_cells(match: Tensor, valid: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+    """The desired cell (x, y), each (B, N) long, nearest each current patch's true match (B, h, w, 2) or (B, N, 2).
+
+    Invalid patches (valid False; their match may be NaN) get cell (0, 0); positions are clamped into the grid.
+    """
+    B = match.shape[0]
+    m = match.reshape(B, h * w, 2)
+    m = torch.where(valid.reshape(B, h * w)[..., None], m, torch.zeros((), dtype=m.dtype, device=m.device))
+    tx = torch.floor(m[..., 0] + 0.5).clamp(0, w - 1).long()
+    ty = torch.floor(m[..., 1] + 0.5).clamp(0, h - 1).long()
+    return tx, ty
+
+
 def aux_match_loss(logits: Tensor, match: Tensor | np.ndarray, valid: Tensor | np.ndarray, h: int, w: int) -> Tensor:
     """Return the mean cross-entropy of each valid current patch against the desired patch nearest its true match.
 
@@ -226,10 +240,8 @@ def aux_match_loss(logits: Tensor, match: Tensor | np.ndarray, valid: Tensor | n
             f"match, valid: expected float ({B}, {h}, {w}, 2) and bool ({B}, {h}, {w}), got {tuple(m.shape)} {m.dtype} "
             f"and {tuple(v.shape)}"
         )
-    m, v = m.reshape(B, N, 2), v.reshape(B, N)
-    m = torch.where(v[..., None], m, torch.zeros((), dtype=m.dtype, device=m.device))  # invalid entries may be NaN
-    tx = torch.floor(m[..., 0] + 0.5).clamp(0, w - 1).long()
-    ty = torch.floor(m[..., 1] + 0.5).clamp(0, h - 1).long()
+    v = v.reshape(B, N)
+    tx, ty = nearest_cells(m, v, h, w)
     target = ty * w + tx
     with torch.autocast(device_type=logits.device.type, enabled=False):
         x = logits.to(_compute_dtype(logits))

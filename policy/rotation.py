@@ -24,8 +24,8 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
-from policy.control import pbvs, pbvs_inverse
-from sim.geometry import log_so3, rot_z
+from policy.control import normalize_velocity, pbvs, pbvs_inverse
+from sim.geometry import rot_z, rotation_angle
 from sim.validate import as_array, as_pose
 
 __all__ = [
@@ -99,13 +99,18 @@ def nearest_quarter_turn(dTc: ArrayLike) -> int:
 
     dTc: (4, 4) pose of the current camera in the desired one. Ties go to the smaller k.
     """
-    return int(np.argmin(np.round(turn_angles(dTc), 9)))
+    return _nearest(turn_angles(dTc))
+
+
+def _nearest(angles: np.ndarray) -> int:
+    # Rounded so that float noise cannot break a tie against the smaller k.
+    return int(np.argmin(np.round(angles, 9)))
 
 
 def turn_angles(dTc: ArrayLike) -> np.ndarray:
     """The rotation angle (degrees) from each turned camera c' (k = 0..3) to the desired camera, shape (4,)."""
     T = as_pose(dTc, "dTc")
-    return np.array([np.degrees(np.linalg.norm(log_so3(T[:3, :3] @ rot90_pose(k)[:3, :3]))) for k in QUARTER_TURNS])
+    return np.array([np.degrees(rotation_angle(T[:3, :3] @ rot90_pose(k)[:3, :3])) for k in QUARTER_TURNS])
 
 
 def draw_quarter_turn(dTc: ArrayLike, max_deg: float, rng: np.random.Generator) -> int:
@@ -118,17 +123,12 @@ def draw_quarter_turn(dTc: ArrayLike, max_deg: float, rng: np.random.Generator) 
     """
     angles = turn_angles(dTc)
     ok = np.flatnonzero(angles <= max_deg)
-    if ok.size == 0:
-        return int(np.argmin(np.round(angles, 12)))
-    return int(rng.choice(ok))
+    return int(rng.choice(ok)) if ok.size else _nearest(angles)
 
 
 def rotate_label(dTc: ArrayLike, k: int, scene_scale: float) -> np.ndarray:
     """Return the normalised PBVS label [v / d*, w] (6,) of the turned camera: PBVS(dTc @ rot90_pose(k))."""
-    T = as_pose(dTc, "dTc") @ rot90_pose(k)
-    v = pbvs(T)
-    v[:3] /= float(scene_scale)
-    return v
+    return normalize_velocity(pbvs(as_pose(dTc, "dTc") @ rot90_pose(k)), scene_scale)
 
 
 def velocity_from_turned(vel_turned: ArrayLike, k: int) -> np.ndarray:

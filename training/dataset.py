@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 from configs.schema import DataConfig
 from datagen.shards import DatasetReader, ShardError, ShardMeta
 from policy.rotation import draw_quarter_turn, rotate_label, rotate_match_grid, turn_image
-from sim.geometry import log_so3
+from sim.geometry import relative_pose, rotation_angle
 
 Split = Literal["train", "val"]
 PRODUCER_CODES: dict[str, int] = {"hemisphere": 0, "dagger": 1}
@@ -311,8 +311,8 @@ class ShardStream(IterableDataset):
                     h, w = self._coarse_grid()
                     record["coarse_match"] = np.zeros((h, w, 2), np.float32)
                     record["coarse_valid"] = np.zeros((h, w), np.bool_)
-            dTc = np.linalg.inv(data["wTd"][i]) @ data["wTc"][i]
-            record["rot_deg"] = float(np.degrees(np.linalg.norm(log_so3(dTc[:3, :3]))))
+            dTc = relative_pose(data["wTd"][i], data["wTc"][i])
+            record["rot_deg"] = float(np.degrees(rotation_angle(dTc[:3, :3])))
             record["turn"] = 0
             if self.rot90:
                 # Validation turns are a function of the sample, so every validation pass scores the same pairs.

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from policy.classical import Controller, ControlOutput
-from policy.control import pbvs
+from policy.control import executed_velocity, pbvs
 from sim.env import ServoEnv
 from training.metrics import Episode, Trace, is_success
 
@@ -38,9 +38,17 @@ class OracleController:
 
 
 def run_episode(
-    env: ServoEnv, controller: Controller, seed: int, gain: float = CNS_GAIN, fail_steps: int = FAIL_STEPS
+    env: ServoEnv,
+    controller: Controller,
+    seed: int,
+    gain: float = CNS_GAIN,
+    fail_steps: int = FAIL_STEPS,
+    limits: tuple[float, float] | None = None,
 ) -> Episode:
-    """Run the episode of `seed` to the controller's stop, an abnormal pose, a failing controller or the step limit."""
+    """Run the episode of `seed` to the controller's stop, an abnormal pose, a failing controller or the step limit.
+
+    Commands run through `executed_velocity` with `limits` (max linear, max angular), as DAgger's do.
+    """
     if fail_steps < 1:
         raise ValueError(f"fail_steps must be >= 1, got {fail_steps}")
     env.reset(seed)
@@ -61,7 +69,7 @@ def run_episode(
         if failed >= fail_steps:
             reason = f"controller failed: {out.info.get('reason', 'no command')}"
             break
-        frame = env.step(gain * out.velocity)
+        frame = env.step(executed_velocity(out.velocity, gain, *(limits or (None, None))))
         steps += 1
         errors.append(env.pose_error())
         positions.append(env.wTc[:3, 3])

@@ -132,7 +132,9 @@ class EvalWorker:
         from training.episodes import run_episode
 
         env = self._env_for(job.suite)
-        return job, run_episode(env, self._controller(job.suite, job.controller, env), job.seed)
+        servo = self.configs[job.suite].policy.servo
+        controller = self._controller(job.suite, job.controller, env)
+        return job, run_episode(env, controller, job.seed, limits=(servo.max_linear, servo.max_angular))
 
     def close(self) -> None:
         """Release the renderer."""

@@ -18,7 +18,6 @@ from configs import load_config
 from configs.schema import Config
 from policy.control import normalize_velocity, pbvs
 from policy.rotation import nearest_quarter_turn
-from sim.geometry import log_so3
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def open_loop_scores(policy: object, cfg: Config, seeds: list[int]) -> OpenLoopS
             label = normalize_velocity(pbvs(env.dTc), env.scene_scale)
             pred = out.velocity_unit
             cos = float(pred @ label / max(np.linalg.norm(pred) * np.linalg.norm(label), 1e-12))
-            rot = float(np.degrees(np.linalg.norm(log_so3(env.dTc[:3, :3]))))
+            rot = env.pose_error()[1]
             rows.append(
                 (cos, out.turn, nearest_quarter_turn(env.dTc), rot, np.linalg.norm(pred), np.linalg.norm(label))
             )

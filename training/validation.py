@@ -20,6 +20,7 @@ from torch import Tensor
 
 from configs.schema import Config
 from policy.losses import label_log_norm, policy_loss
+from policy.matching import nearest_cells
 
 # Relative rotation of the pair as stored (before any quarter turn), degrees; and label norms (unit world).
 ROTATION_BINS = (0.0, 30.0, 60.0, 90.0, 135.0, 180.0)
@@ -39,11 +40,8 @@ def match_hits(logits: Tensor, match: Tensor, valid: Tensor, h: int, w: int) -> 
     B, N = logits.shape[0], h * w
     best = logits.argmax(dim=-1)  # (B, N)
     bx, by = best % w, best // w
-    m = match.reshape(B, N, 2).float()
     v = valid.reshape(B, N).bool()
-    m = torch.where(v[..., None], m, torch.zeros((), device=m.device))
-    tx = torch.floor(m[..., 0] + 0.5).clamp(0, w - 1).long()
-    ty = torch.floor(m[..., 1] + 0.5).clamp(0, h - 1).long()
+    tx, ty = nearest_cells(match.float(), v, h, w)  # the cells aux_match_loss targets
     hit = ((bx - tx).abs() <= 1) & ((by - ty).abs() <= 1) & v
     return hit.sum(dim=1).float(), v.sum(dim=1).float()
 

@@ -145,3 +145,8 @@ def test_make_passes_args_through() -> None:
     assert out.returncode == 0, out.stderr
     printed = yaml.safe_load(out.stdout)
     assert printed["run"]["name"] == "via_make" and printed["sim"]["camera"]["width"] == 320
+
+
+def test_near_goal_ranges_must_be_log_uniform() -> None:
+    with pytest.raises(ConfigError, match=r"datagen\.hemisphere\.near_goal_translation: .*low > 0"):
+        load_config("smoke", ["datagen.hemisphere.near_goal_translation=[0, 0.3]"])
