@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Any
 
 import torch
 
@@ -18,31 +19,37 @@ from configs import load_config
 
 def loader_rate(cfg: object, workers: int, batches: int) -> float:
     """Samples/s the train loader delivers with `workers` processes (after its first batch)."""
-    from training.dataset import make_loader
 
     data = cfg.data.model_copy(update={"workers": workers})  # type: ignore[attr-defined]
-    it = iter(make_loader(data, "train", 0, cfg.train.batch_size))  # type: ignore[attr-defined]
+    it = iter(_loader(cfg, data))
     next(it)
     t0 = time.perf_counter()
     n = sum(len(next(it)["vel"]) for _ in range(batches))
     return n / (time.perf_counter() - t0)
 
 
+def _loader(cfg: Any, data: Any) -> Any:
+    # What the trainer reads: correspondences when the aux loss is on, quarter turns when the policy uses them.
+    from training.dataset import make_loader
+
+    p = cfg.policy
+    return make_loader(data, "train", 0, cfg.train.batch_size, with_coarse=p.loss.aux_match > 0, rot90=p.rot90)
+
+
 def trainer_rate(cfg: object, steps: int) -> float:
     """Samples/s of forward + backward + AdamW step on fixed batches (the model alone)."""
     from policy.losses import policy_loss
-    from training.dataset import make_loader
     from training.trainer import TrainState
 
     state = TrainState(cfg, torch.device("cpu"))  # type: ignore[arg-type]
-    it = iter(make_loader(cfg.data, "train", 0, cfg.train.batch_size))  # type: ignore[attr-defined]
-    batch = next(it)
+    batch = next(iter(_loader(cfg, cfg.data)))  # type: ignore[attr-defined]
     t0 = 0.0
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
         out = state.policy(batch["cur"], batch["des"])
-        policy_loss(out, batch["vel"], cfg.policy.loss)["total"].backward()  # type: ignore[attr-defined]
+        loss = policy_loss(out, batch["vel"], cfg.policy.loss, batch.get("coarse_match"), batch.get("coarse_valid"))  # type: ignore[attr-defined]
+        loss["total"].backward()
         state.opt.step()
         state.opt.zero_grad()
     return steps * len(batch["vel"]) / (time.perf_counter() - t0)
@@ -60,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = load_config("smoke", [f"run.root={tmp}", "datagen.hemisphere.samples=200", "datagen.dagger.samples=100"])
         run_datagen(cfg, show_progress=False)
+        # The CPU recipe's model and loader (XFeat, quarter turns, batch 16) on the same data.
+        cpu = load_config("cpu", [f"run.root={tmp}", f"datagen.root={cfg.datagen.root}"])
         rows = [(f"data loader, {w} worker process(es)", loader_rate(cfg, w, args.batches)) for w in (0, 1)]
+        rows.append(("data loader, 0 workers, cpu config (quarter turns)", loader_rate(cpu, 0, args.batches)))
         rows.append(("trainer step (forward + backward + AdamW), smoke model", trainer_rate(cfg, args.steps)))
+        rows.append(("trainer step, cpu model (frozen XFeat, batch 16)", trainer_rate(cpu, args.steps)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"Training input vs compute, smoke config, 256 px, batch {cfg.train.batch_size}, torch threads "
