@@ -326,6 +326,10 @@ def normalize_velocity(vel: ArrayLike, scene_scale: float) -> np.ndarray:
 def denormalize_velocity(vel_unit: ArrayLike, scene_scale: float, focal_scale: float = 1.0) -> np.ndarray:
     """Map a unit-world prediction to a real camera (paper Eq. 18-21): scene scale d*, focal f = focal_scale * W.
 
+    The prediction is read as the PBVS velocity of a relative pose at every focal scale, so a rotation part with
+    |w| > pi (a network can output anything) is first wrapped to the equivalent theta-u with theta in [0, pi]: the
+    short way round, as PBVS itself (Eq. 5) would command for that pose; the linear part is unchanged by the wrap.
+
     The principal point is assumed at the image centre. For focal_scale != 1 the pose is recovered with
     PBVS^-1, its essential matrix is re-expressed for the real focal length (E^ = S [t]x R S,
     S = diag(s_f, s_f, 1)), projected onto the essential manifold, decomposed (Eq. 4) and fed to PBVS with
@@ -334,6 +338,8 @@ def denormalize_velocity(vel_unit: ArrayLike, scene_scale: float, focal_scale: f
     vel_unit = as_array(vel_unit, (6,), "vel_unit")
     d = as_positive(scene_scale, "scene_scale")
     sf = as_positive(focal_scale, "focal_scale")
+    if np.linalg.norm(vel_unit[3:]) > np.pi:
+        vel_unit = np.concatenate([vel_unit[:3], -log_so3(exp_so3(-vel_unit[3:]))])
     if sf == 1.0:
         return np.concatenate([d * vel_unit[:3], vel_unit[3:]])
     T = pbvs_inverse(vel_unit)

@@ -239,6 +239,21 @@ def test_denormalisation_with_the_canonical_focal_length_is_the_scene_scale(vel:
     np.testing.assert_allclose(denormalize_velocity(vel, d, 1.0), [*(d * vel[:3]), *vel[3:]], atol=1e-15)
 
 
+@pytest.mark.parametrize("sf", [1.0, 0.8, 1.3])
+def test_a_predicted_rotation_beyond_pi_is_wrapped_the_same_way_at_every_focal_scale(sf: float) -> None:
+    # 3.44 rad about z is -2.84 rad about z as a pose; PBVS of that pose goes the short way round. Roll about the
+    # optical axis commutes with the focal correction, so every scale must give exactly that.
+    out = denormalize_velocity([0.1, 0.0, 0.0, 0.0, 0.0, 3.44], 1.0, sf)
+    np.testing.assert_allclose(out[3:], [0.0, 0.0, 3.44 - 2 * np.pi], atol=1e-9)
+    if sf == 1.0:
+        np.testing.assert_allclose(out[:3], [0.1, 0.0, 0.0], atol=1e-12)
+
+
+@given(twist(max_angle=3 * np.pi), st.floats(0.5, 2.0), st.sampled_from([0.7, 1.0, 1.4]))
+def test_denormalised_rotation_never_exceeds_pi(vel: np.ndarray, d: float, sf: float) -> None:
+    assert np.linalg.norm(denormalize_velocity(vel, d, sf)[3:]) <= np.pi + 1e-9
+
+
 def test_denormalisation_of_a_pure_rotation() -> None:
     w = np.array([0.0, 0.0, 0.3])  # roll about the optical axis commutes with S, so it is unchanged
     np.testing.assert_allclose(denormalize_velocity([0, 0, 0, *w], 1.0, 0.6), [0, 0, 0, *w], atol=1e-12)
