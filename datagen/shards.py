@@ -99,6 +99,11 @@ class ShardError(ValueError):
         self.shard = shard
 
 
+class DamagedShardError(ShardError):
+    """A published shard whose bytes on disk are not what was published: a missing or damaged chunk, an array that
+    is gone, or a sidecar that disagrees with the arrays. Readers refuse it; the training stream quarantines it."""
+
+
 # -- keys ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, order=True)
 class ShardKey:
@@ -957,22 +962,82 @@ class DatasetReader:
                 group = zarr.open_group(meta.path, mode="r")
                 arrays = dict(group.arrays())
             except Exception as e:
-                raise ShardError(f"shard {meta.id}: cannot open {meta.path}: {e}", shard=meta.id) from e
+                raise DamagedShardError(f"shard {meta.id}: cannot open {meta.path}: {e}", shard=meta.id) from e
             for name in REQUIRED_ARRAYS:
                 if name not in arrays:
-                    raise ShardError(f"shard {meta.id}: {name}: missing from {meta.path}", array=name, shard=meta.id)
+                    raise DamagedShardError(
+                        f"shard {meta.id}: {name}: missing from {meta.path}", array=name, shard=meta.id
+                    )
             for name, a in arrays.items():
                 if name not in ARRAY_NAMES:
-                    raise ShardError(f"shard {meta.id}: {name}: not an array of this format", array=name, shard=meta.id)
+                    raise DamagedShardError(
+                        f"shard {meta.id}: {name}: not an array of this format", array=name, shard=meta.id
+                    )
                 expected = meta.m if name == DESIRED_ARRAY else meta.n
                 if a.shape[0] != expected:
-                    raise ShardError(
+                    raise DamagedShardError(
                         f"shard {meta.id}: {name}: shape {a.shape}, the sidecar says {expected} rows",
                         array=name,
                         shard=meta.id,
                     )
+            self._verify(meta, arrays)
             self._open[meta.id] = arrays
         return self._open[meta.id]
+
+    @staticmethod
+    def _verify(meta: ShardMeta, arrays: dict[str, Any]) -> None:
+        # Zarr hands back the fill value for a chunk whose file is gone, and a chunk of the wrong size can still
+        # decode: only the published checksums tell damage from data. A shard is ~20 MB and this runs once per
+        # process (~70 ms), so every array is decoded whole and hashed before anything of it is returned.
+        stored = meta.sidecar.get("checksums")
+        if not isinstance(stored, dict):
+            raise DamagedShardError(
+                f"shard {meta.id}: its sidecar has no checksums, so it cannot be verified", shard=meta.id
+            )
+        for name in sorted(set(stored) | set(arrays)):
+            if name not in arrays:
+                raise DamagedShardError(
+                    f"shard {meta.id}: {name}: in the sidecar's checksums but not in {meta.path}",
+                    array=name,
+                    shard=meta.id,
+                )
+            if name not in stored:
+                raise DamagedShardError(
+                    f"shard {meta.id}: {name}: no checksum in the sidecar", array=name, shard=meta.id
+                )
+            try:
+                data = np.asarray(arrays[name][...])
+            except Exception as e:
+                raise DamagedShardError(
+                    f"shard {meta.id}: {name}: corrupt or unreadable ({type(e).__name__}: {e})",
+                    array=name,
+                    shard=meta.id,
+                ) from e
+            if array_sha256(data) != stored[name]:
+                raise DamagedShardError(
+                    f"shard {meta.id}: {name}: checksum mismatch: the data differs from what was published "
+                    "(a missing or damaged chunk, or a sidecar that disagrees with the arrays)",
+                    array=name,
+                    shard=meta.id,
+                )
+
+    def quarantine(self, shard: ShardMeta | str, reason: str) -> Path:
+        """Move a damaged shard out of `shards/` into `<root>/quarantine/` with a `<id>.reason.txt`; returns its
+        folder there. The sidecar goes first, so the shard stops being published in one rename; a producer that
+        resumes then makes it again. Another process may have moved it already: that is not an error."""
+        meta = self.shard(shard)
+        qdir = self.root / "quarantine"
+        qdir.mkdir(exist_ok=True)
+        stem = meta.id if not (qdir / f"{meta.id}.json").exists() else _tmp_name(meta.id, "")
+        side = meta.path.with_suffix(".json")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(side, qdir / f"{stem}.json")
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(meta.path, qdir / f"{stem}.zarr")
+        (qdir / f"{stem}.reason.txt").write_text(reason.rstrip() + "\n")
+        self._open.pop(meta.id, None)
+        self.refresh()
+        return qdir
 
     def read(
         self,
@@ -1004,7 +1069,7 @@ class DatasetReader:
             try:
                 return np.asarray(arrays[name][sel])
             except Exception as e:
-                raise ShardError(
+                raise DamagedShardError(
                     f"shard {meta.id}: {name}[{sel.start}:{sel.stop}]: corrupt or unreadable ({type(e).__name__}: {e})",
                     array=name,
                     shard=meta.id,
@@ -1020,7 +1085,7 @@ class DatasetReader:
             else:
                 lo = hi = 0
             if lo < 0 or hi > meta.m:
-                raise ShardError(
+                raise DamagedShardError(
                     f"shard {meta.id}: des_index[{start}:{stop}] spans [{lo}, {hi}), outside [0, M={meta.m})",
                     array="des_index",
                     shard=meta.id,
@@ -1044,6 +1109,7 @@ __all__ = [
     "PRODUCERS",
     "SCHEMA",
     "VEL_LIMIT",
+    "DamagedShardError",
     "DatasetReader",
     "DatasetWriter",
     "ShardBuffer",

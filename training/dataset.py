@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from configs.schema import DataConfig
-from datagen.shards import DatasetReader, ShardError, ShardMeta
+from datagen.shards import DamagedShardError, DatasetReader, ShardError, ShardMeta
 from policy.rotation import draw_quarter_turn, rotate_label, rotate_match_grid, turn_image
 from sim.geometry import relative_pose, rotation_angle
 
@@ -116,6 +116,7 @@ class ShardStream(IterableDataset):
         self._weights: dict[str, float] = {}  # shard id -> expected samples of this split
         self._val_units: dict[str, list[tuple[int, int]]] = {}  # shard id -> val slices
         self._turn_rng = np.random.default_rng([self.seed % 2**63, self.rank])  # training's quarter turns
+        self.damaged: list[str] = []  # ids of the shards this stream found damaged and quarantined
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers open their own reader: zarr handles must not cross processes.
@@ -204,9 +205,15 @@ class ShardStream(IterableDataset):
             n, length = shard.n, min(cfg.block, shard.n)
             start = int(rng.integers(n))
             # Wrap around the end so that every sample of a shard is equally likely to be read.
-            buffer += self._read(shard, start, min(n, start + length))
-            if start + length > n:
-                buffer += self._read(shard, 0, start + length - n)
+            try:
+                block = self._read(shard, start, min(n, start + length))
+                if start + length > n:
+                    block += self._read(shard, 0, start + length - n)
+            except DamagedShardError as e:
+                self._quarantine(shard, e)
+                shards = []  # list again, without it
+                continue
+            buffer += block
             while len(buffer) >= cfg.shuffle_buffer:
                 i = int(rng.integers(len(buffer)))
                 buffer[i], buffer[-1] = buffer[-1], buffer[i]
@@ -246,14 +253,39 @@ class ShardStream(IterableDataset):
         mine: list[tuple[ShardMeta, int, int]] = []
         for shard in self._listing():
             if shard.id not in self._val_units:
-                self._val_units[shard.id] = self._split_slices(shard)
+                try:
+                    self._val_units[shard.id] = self._split_slices(shard)
+                except DamagedShardError as e:
+                    self._quarantine(shard, e)
+                    continue
             for a, b in self._val_units[shard.id]:
                 target = load.index(min(load))
                 load[target] += b - a
                 if target == stream:
                     mine.append((shard, a, b))
         for shard, a, b in mine:
-            yield from self._read(shard, a, b)
+            try:
+                records = self._read(shard, a, b)
+            except DamagedShardError as e:
+                self._quarantine(shard, e)
+                continue
+            yield from records
+
+    def _quarantine(self, shard: ShardMeta, err: DamagedShardError) -> None:
+        """Move a damaged shard aside (never train on it) and say so; the stream goes on with the others."""
+        assert self._reader is not None
+        where = self._reader.quarantine(shard, str(err))
+        self.damaged.append(shard.id)
+        self._weights.pop(shard.id, None)
+        self._val_units.pop(shard.id, None)
+        log.warning(
+            "%s: skipped damaged shard %s, moved to %s (%d damaged so far): %s",
+            self.cfg.root,
+            shard.id,
+            where,
+            len(self.damaged),
+            err,
+        )
 
     def _split_slices(self, shard: ShardMeta) -> list[tuple[int, int]]:
         """Contiguous runs of this split's samples in a shard, cut into slices of at most `block`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from datagen.inspect import LABELS, InspectError, check_shard, inspect, main
-from datagen.shards import DatasetReader, ShardError, ShardKey
+from datagen.shards import DatasetReader, ShardError, ShardKey, array_sha256
 from tests.datagen import make_buffer, make_writer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,6 +122,11 @@ def test_inspect_catches_invalid_data_in_a_shard(dataset) -> None:
     root, _ = dataset
     array = zarr.open_group(root / "shards" / "hemisphere-r0000-000000.zarr", mode="r+")["vel"]
     array[7, 2] = np.float32(np.nan)
+    # ... and a sidecar that vouches for it (a producer bug, not disk damage): only validation can tell
+    side = root / "shards" / "hemisphere-r0000-000000.json"
+    meta = json.loads(side.read_text())
+    meta["checksums"]["vel"] = array_sha256(array[...])
+    side.write_text(json.dumps(meta))
     with pytest.raises(ShardError, match=r"hemisphere-r0000-000000: vel\[7\]: not finite") as err:
         reader = DatasetReader(root)
         check_shard(reader, reader.shard("hemisphere-r0000-000000"), slice_bytes=1)  # a slice per sample: same index
@@ -145,3 +151,21 @@ def test_cli_exit_status_and_messages(dataset, tmp_path: Path) -> None:
     chunk.write_bytes(b"garbage" * 100)
     assert main([str(root), "--samples", "0"]) == 1
     assert main([str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.parametrize("quarantine", [False, True])
+def test_datagen_verify_names_each_damaged_shard(dataset, capsys: pytest.CaptureFixture, quarantine: bool) -> None:
+    from datagen.__main__ import verify
+
+    root, _ = dataset
+    assert verify(str(root)) == 0
+    assert "verify: 3/3 shards intact" in capsys.readouterr().out
+    (root / "shards" / "hemisphere-r0000-000001.zarr" / "vel" / "c" / "0" / "0").unlink()
+    assert verify(str(root), quarantine=quarantine) == 1
+    out = capsys.readouterr().out
+    assert "DAMAGED shard hemisphere-r0000-000001: vel" in out and "2/3 shards intact" in out
+    assert [s.id for s in DatasetReader(root).shards] == (
+        ["dagger-r0001-000000", "hemisphere-r0000-000000"]
+        if quarantine
+        else ["dagger-r0001-000000", "hemisphere-r0000-000000", "hemisphere-r0000-000001"]
+    )

@@ -16,6 +16,7 @@ import pytest
 from datagen.shards import (
     ARRAY_NAMES,
     SCHEMA,
+    DamagedShardError,
     DatasetReader,
     ShardBuffer,
     ShardError,
@@ -458,3 +459,68 @@ def test_import_is_light() -> None:
     code = "import sys, datagen.shards; print(sorted({'torch', 'mujoco', 'ray', 'wandb'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- damage on disk: never read as data ------------------------------------------------------------------------------
+def _one_file(path: Path) -> Path:
+    files = [p for p in path.rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert len(files) == 1, files  # small test shards: one zarr shard file per array
+    return files[0]
+
+
+def _damage(shard: Path, how: str) -> str:
+    """Damage a published shard one way; returns (a pattern of) the array the error must name."""
+    if how == "missing chunk":
+        _one_file(shard / "cur_rgb").unlink()
+        return "cur_rgb"
+    if how == "truncated chunk":
+        f = _one_file(shard / "cur_rgb")
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        return "cur_rgb"
+    if how == "grown chunk":
+        f = _one_file(shard / "vel")
+        f.write_bytes(f.read_bytes() + b"\0" * 64)
+        return "vel"
+    if how == "missing array":
+        shutil.rmtree(shard / "beta")
+        return "beta"
+    side = shard.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    if how == "sidecar row count":
+        meta["n"] -= 1
+        name = r"\w+: shape"  # whichever per-sample array is checked first
+    elif how == "sidecar checksum":
+        meta["checksums"]["wTc"] = array_sha256(np.zeros(3))
+        name = "wTc"
+    else:
+        raise AssertionError(how)
+    side.write_text(json.dumps(meta))
+    return name
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["missing chunk", "truncated chunk", "grown chunk", "missing array", "sidecar row count", "sidecar checksum"],
+)
+def test_a_damaged_shard_is_refused_naming_the_shard_and_the_array(tmp_path: Path, how: str) -> None:
+    writer = make_writer(tmp_path)
+    writer.publish(ShardKey("hemisphere", 0, 0), make_buffer(seed=1), sidecar={})
+    good = make_buffer(seed=2).arrays()
+    writer.publish(ShardKey("hemisphere", 0, 1), make_buffer(seed=2), sidecar={})
+    name = _damage(tmp_path / "shards" / "hemisphere-r0000-000000.zarr", how)
+
+    reader = DatasetReader(tmp_path)
+    for call in (lambda: reader.read("hemisphere-r0000-000000"), lambda: reader.read("hemisphere-r0000-000000", 0, 1)):
+        with pytest.raises(DamagedShardError, match=rf"shard hemisphere-r0000-000000: {name}\b") as err:
+            call()
+        assert err.value.shard == "hemisphere-r0000-000000" and err.value.array is not None
+    np.testing.assert_array_equal(reader.read("hemisphere-r0000-000001")["cur_rgb"], good["cur_rgb"])  # others read
+
+    where = reader.quarantine("hemisphere-r0000-000000", "test")
+    assert [s.id for s in reader.shards] == ["hemisphere-r0000-000001"]
+    assert sorted(p.name for p in where.iterdir()) == [
+        "hemisphere-r0000-000000.json",
+        "hemisphere-r0000-000000.reason.txt",
+        "hemisphere-r0000-000000.zarr",
+    ]
+    assert not writer.is_published(ShardKey("hemisphere", 0, 0))  # a resuming producer makes it again

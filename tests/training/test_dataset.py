@@ -238,6 +238,26 @@ def test_stream_waits_for_data_and_picks_up_new_shards(tmp_path, refresh_seconds
     check_identity(later, table)
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_damaged_shard_is_quarantined_and_skipped_never_read_as_zeros(tmp_path, split, caplog) -> None:
+    root, table = tmp_path / "data", {}
+    for layout in LAYOUT[:3]:
+        publish(root, *layout, table)
+    # One chunk file of cur_rgb gone: zarr alone would hand back black images for its samples.
+    victim = root / "shards" / "hemisphere-r0000-000001.zarr"
+    next(p for p in (victim / "cur_rgb").rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
+    bad = {u for u in range(40, 80)}  # the uids publish() gave that shard
+    stream = ShardStream(data_cfg(root, val_fraction=0.5), split, seed=0, augment=False)
+    with caplog.at_level("WARNING", logger="training.dataset"):
+        batch = take(stream, 300 if split == "train" else 10_000)
+    check_identity(batch, table)  # every image is the one its labels belong to: nothing black slipped through
+    assert not bad & set(batch["step"].tolist())
+    assert stream.damaged == ["hemisphere-r0000-000001"]
+    assert "skipped damaged shard hemisphere-r0000-000001" in caplog.text and "cur_rgb" in caplog.text
+    assert (root / "quarantine" / "hemisphere-r0000-000001.zarr").is_dir() and not victim.exists()
+    assert "cur_rgb" in (root / "quarantine" / "hemisphere-r0000-000001.reason.txt").read_text()
+
+
 def test_wait_for_shards(tmp_path) -> None:
     root = tmp_path / "nothing-here"
     with pytest.raises(TimeoutError, match="nothing-here"):
