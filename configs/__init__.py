@@ -14,6 +14,7 @@ from configs.loader import (
     validate_config,
     with_absolute_paths,
 )
+from configs.provenance import content_differences
 from configs.schema import Config
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "available_configs",
     "config_from_args",
     "config_to_yaml",
+    "content_differences",
     "load_config",
     "save_config",
     "validate_config",

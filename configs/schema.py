@@ -344,6 +344,9 @@ class DatagenConfig(Section):
     checkpoints: str = Field(min_length=1, description="where DAgger looks for the newest policy at start")
     ray_address: str | None = Field(description="a Ray cluster to join; null: RAY_ADDRESS, else a local Ray")
     num_cpus: int | None = Field(ge=1, description="CPUs of a local Ray; null: all")
+    append: bool = Field(
+        description="add shards to a root whose recorded config differs in what shards contain (else an error)"
+    )
     hemisphere: HemisphereConfig
     dagger: DaggerConfig
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from configs import content_differences, save_config
+from configs.loader import RESOLVED_NAME
 from configs.schema import Config
 from datagen.shards import DatasetWriter, ShardBuffer, ShardKey
 from sim.camera import Camera
@@ -21,17 +23,27 @@ def informative(rgb: np.ndarray) -> bool:
 
 
 def open_writer(cfg: Config) -> DatasetWriter:
-    """The run's dataset writer; info.json records the image size, canonical K, backend and config."""
+    """The run's dataset writer; info.json records the image size, canonical K, backend and config.
+
+    An existing root must have been made with the same config as far as what shards contain goes
+    (`configs.content_differences`), else ShardError naming the keys, unless `datagen.append`. The root's
+    `config.yaml` is written once, when it is missing, so it never comes to disagree with the data.
+    """
     c = cfg.sim.camera
     K = Camera.canonical(c.width, c.height, c.focal_scale).K
-    return DatasetWriter(
+    writer = DatasetWriter(
         cfg.datagen.root,
         height=c.height,
         width=c.width,
         K=K,
         backend=cfg.sim.renderer.backend,
         config=cfg.model_dump(mode="json"),
+        config_check=content_differences,
+        append=cfg.datagen.append,
     )
+    if not (writer.root / RESOLVED_NAME).exists():
+        save_config(cfg, writer.root)
+    return writer
 
 
 @dataclass

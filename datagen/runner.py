@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from configs import save_config, with_absolute_paths
+from configs import with_absolute_paths
 from configs.schema import Config
 from datagen.actors import NAMESPACE, dagger_name, remote_classes
 from datagen.dagger import weights_by_push
@@ -132,7 +132,6 @@ def run_datagen(cfg: Config, show_progress: bool = True) -> Summary:
     check_local_backend(cfg)
     cfg = with_absolute_paths(cfg)
     open_writer(cfg)  # creates the layout and info.json before the workers race to
-    save_config(cfg, cfg.datagen.root)
     reader = DatasetReader(cfg.datagen.root)
     before, _ = _counts(reader)
     started = init_ray(cfg, min_cpus=requested_cpus(cfg))

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -544,6 +544,8 @@ class DatasetWriter:
         backend: str,
         config: Mapping[str, Any] | Any,
         codec: str = "zstd",
+        config_check: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]] | None = None,
+        append: bool = False,
     ) -> None:
         if codec not in _CODECS:
             raise ValueError(f"codec must be one of {_CODECS}, got {codec!r}")
@@ -554,6 +556,7 @@ class DatasetWriter:
             raise ValueError(f"image size must be positive, got {height}x{width}")
         self.root = Path(root)
         self.height, self.width, self.K, self.backend, self.codec = int(height), int(width), K, str(backend), codec
+        self.config, self._config_check, self.append = config, config_check, bool(append)
         self.shards_dir, self.tmp_dir, self.manifest = (
             self.root / "shards",
             self.root / "_tmp",
@@ -612,6 +615,20 @@ class DatasetWriter:
         if problems:
             raise ShardError(
                 f"{path} disagrees with this writer: " + "; ".join(problems) + ". Use another dataset root."
+            )
+        differences = self._config_check(existing.get("config") or {}, info["config"]) if self._config_check else []
+        if differences and not self.append:
+            raise ShardError(
+                f"{self.root} was made with another config, which would change what its shards contain: "
+                + "; ".join(differences)
+                + ". Use another run.name (or datagen.root), or set datagen.append=true to add shards made with this "
+                "config (each shard's sidecar records its own; the root's record stays the first one)."
+            )
+        if differences:
+            warnings.warn(
+                f"{self.root}: appending shards made with another config: " + "; ".join(differences),
+                RuntimeWarning,
+                stacklevel=3,
             )
         return existing
 
@@ -712,6 +729,7 @@ class DatasetWriter:
             "nbytes_raw": int(sum(a.nbytes for a in arrays.values())),
             "codec": f"blosc-{self.codec}-3+crc32c" if self.codec != "none" else "crc32c",
             "git_sha": git_sha(),
+            "config": self.config,
             "writer": {"host": socket.gethostname(), "pid": os.getpid()},
             "created": _now(),
         }

@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from configs import add_config_arguments, config_from_args, save_config, with_absolute_paths
+from configs import add_config_arguments, config_from_args, with_absolute_paths
 from configs.schema import Config
 
 
@@ -28,7 +28,6 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
     check_local_backend(cfg)
     cfg = with_absolute_paths(cfg)
     open_writer(cfg)
-    save_config(cfg, cfg.datagen.root)
     env = {"WANDB_MODE": wandb_mode(cfg), "WANDB_SILENT": "true"}
     started = init_ray(cfg, env, min_cpus=requested_cpus(cfg, trainer=True))
     try:

@@ -79,6 +79,42 @@ def test_rerun_fills_only_missing_shards(tmp_path: Path) -> None:
     second.close()
 
 
+@pytest.mark.parametrize(
+    ("override", "refused"),
+    [
+        ("run.seed=7", "run.seed: 0 -> 7"),
+        ("sim.poses.desired.radius=[0.6,0.9]", "sim.poses.desired.radius"),
+        ("datagen.hemisphere.near_goal=0.5", "datagen.hemisphere.near_goal: 0.0 -> 0.5"),
+        ("datagen.dagger.episode_steps=7", "datagen.dagger.episode_steps"),
+        ("datagen.hemisphere.samples=40", None),  # more of the same data
+        ("train.steps=5", None),
+        ("datagen.hemisphere.actors=3", None),
+    ],
+)
+def test_a_rerun_with_another_config_is_refused_naming_the_keys(tmp_path: Path, override: str, refused) -> None:
+    from datagen.producer import open_writer
+    from datagen.shards import ShardError
+
+    base = ["datagen.hemisphere.samples=10", "datagen.hemisphere.shard_samples=10"]
+    cfg = _cfg(tmp_path, *base)
+    HemisphereProducer(cfg).run()
+    root = Path(cfg.datagen.root)
+    record = (root / "config.yaml").read_text()
+    info = (root / "info.json").read_text()
+    changed = _cfg(tmp_path, *base, override)
+    if refused is None:
+        open_writer(changed)
+    else:
+        with pytest.raises(ShardError, match=rf"made with another config.*{refused}.*datagen.append=true"):
+            open_writer(changed)
+        with pytest.warns(RuntimeWarning, match=rf"appending shards made with another config.*{refused}"):
+            open_writer(_cfg(tmp_path, *base, override, "datagen.append=true"))
+    # The root's record is the config its first data was made with, whatever came later.
+    assert (root / "config.yaml").read_text() == record and (root / "info.json").read_text() == info
+    side = DatasetReader(root).shards[0].sidecar
+    assert side["config"]["run"]["seed"] == 0 and side["config"]["datagen"]["hemisphere"]["samples"] == 10
+
+
 def test_beta_schedules() -> None:
     b = load_config("smoke").datagen.dagger.beta
     assert beta_for_round(b, 0) == 1.0
