@@ -10,12 +10,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
 from configs.schema import ServoConfig
+from policy.canonical_camera import CanonicalRemap
 from policy.classical import ControlOutput
 from policy.control import (
     SingularLawWarning,
@@ -42,13 +42,6 @@ class ServoOutput:
     confidence: float  # mean dual-softmax matching confidence, in [0, 1]
     ok: bool  # False when the network produced a non-finite output
     turn: int = 0  # quarter turns of the current image the network saw (policy.rot90), 0 otherwise
-
-
-def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if (rgb.shape[1], rgb.shape[0]) == size:
-        return rgb
-    shrink = size[0] < rgb.shape[1]
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 def _check_image(rgb: np.ndarray, name: str) -> np.ndarray:
@@ -87,11 +80,14 @@ class Servo:
         self.camera = Camera(np.asarray(K, dtype=np.float64), *self.image_size)
         self.scene_scale = as_positive(scene_scale, "scene_scale")
         self.input_size = tuple(policy.cfg.input_size)
-        self.net_camera = self.camera.resize(*self.input_size)
+        # The network sees exactly the camera it was trained on: square pixels, centred principal point, its input
+        # size; a real camera is remapped to that (a crop where the views differ in aspect).
+        self.remap = CanonicalRemap(self.camera, self.input_size)
+        self.net_camera = self.remap.target
         # The unit world's camera has f = W at the network's input size; anything else is a focal-length change.
-        self.focal_scale = self.net_camera.fx / self.input_size[0]
+        self.focal_scale = self.remap.focal_scale
         with torch.inference_mode():
-            self.cache = policy.encode_desired(images_to_tensor(_resize(des, self.input_size), self.device))
+            self.cache = policy.encode_desired(images_to_tensor(self.remap(des), self.device))
         self.rot90 = bool(policy.cfg.rot90)
         if self.rot90 and self.input_size[0] != self.input_size[1]:
             raise ValueError(f"policy.rot90 needs a square policy.input_size, got {self.input_size}")
@@ -100,11 +96,10 @@ class Servo:
         self.steps = 0
 
     def _to_caller_px(self, g_patch: np.ndarray) -> np.ndarray:
-        # Patch centre (i + 0.5) * p - 0.5 in network pixels, then pixel-edge-aligned back to the caller's image.
+        # Patch centre (i + 0.5) * p - 0.5 in network pixels, then through the remap back to the caller's image.
         p = self.policy.patch
         net_px = (g_patch + 0.5) * p - 0.5
-        s = np.array(self.image_size, float) / np.array(self.input_size, float)
-        return (net_px + 0.5) * s - 0.5
+        return self.remap.to_source_px(net_px)[0]
 
     @torch.inference_mode()
     def step(self, rgb: np.ndarray) -> ServoOutput:
@@ -113,7 +108,7 @@ class Servo:
         if (cur.shape[1], cur.shape[0]) != self.image_size:
             w, h = self.image_size
             raise ValueError(f"rgb: expected {w}x{h} like the desired image, got {cur.shape[1]}x{cur.shape[0]}")
-        x = images_to_tensor(_resize(cur, self.input_size), self.device)
+        x = images_to_tensor(self.remap(cur), self.device)
         turn = 0
         if self.rot90:
             # All four quarter turns in one batch; the turn whose matches are most confident is the one nearest the

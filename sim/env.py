@@ -28,10 +28,18 @@ SCENE_STREAM, POSE_STREAM, CAMERA_STREAM, LIGHT_STREAM = 0, 1, 2, 3
 class ServoEnv:
     """A camera servoing to a desired view of a random scene; `ServoEnv()` uses the smoke config."""
 
-    def __init__(self, cfg: SimConfig | None = None, *, renderer: Renderer | None = None) -> None:
+    def __init__(
+        self, cfg: SimConfig | None = None, *, renderer: Renderer | None = None, camera: Camera | None = None
+    ) -> None:
+        """`camera`: render through these intrinsics (e.g. a real camera's K) instead of `sim.camera`'s canonical
+        one; its size must be `sim.camera.width` x `height`."""
         self.cfg = cfg if cfg is not None else load_config("smoke").sim
         c = self.cfg.camera
-        self.camera = Camera.canonical(c.width, c.height, c.focal_scale)
+        if camera is not None and (camera.width, camera.height) != (c.width, c.height):
+            raise ValueError(
+                f"camera: {camera.width}x{camera.height} differs from sim.camera {c.width}x{c.height}; set those too"
+            )
+        self.camera = camera if camera is not None else Camera.canonical(c.width, c.height, c.focal_scale)
         r = self.cfg.renderer
         self.renderer = renderer or make_renderer(
             r.backend, c.width, c.height, shadows=r.shadows, shadow_size=r.shadow_size
