@@ -6,11 +6,13 @@ sibling and renamed into place, so a reader never sees half a checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,8 @@ def save_checkpoint(
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "policy": policy.cfg.model_dump(mode="json"),
             "extra": extra,
+            # safetensors and torch.save carry no checksum of their own: a damaged file could load as weights.
+            "sha256": {f.name: _sha256(f) for f in (tmp / WEIGHTS, tmp / TRAINER) if f.is_file()},
         }
         (tmp / META).write_text(json.dumps(meta, indent=1))
         if out.exists():
@@ -93,19 +97,94 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint whose files are not what was saved (truncated, altered or missing)."""
+
+
+def check_architecture(path: str | os.PathLike[str], meta: dict[str, Any], cfg: PolicyConfig) -> PolicyConfig:
+    """The saved PolicyConfig; ValueError in one line naming the folder and every differing architecture key."""
+    saved = PolicyConfig.model_validate(meta["policy"])
+    old = _leaves(saved.model_dump(mode="json"), "policy")
+    new = _leaves(cfg.model_dump(mode="json"), "policy")
+    keys = [k for k in sorted(set(old) | set(new)) if k.split(".")[1] in ARCHITECTURE and old.get(k) != new.get(k)]
+    if keys:
+        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} != config {new.get(k)!r}" for k in keys)
+        raise ValueError(f"{path}: checkpoint does not fit the configured network ({detail})")
+    return saved
+
+
+def _leaves(tree: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
+    return {prefix: tree}
+
+
+def verify_checkpoint(path: str | os.PathLike[str], *, trainer_state: bool = False) -> dict[str, Any]:
+    """Check that a checkpoint's files are whole: metadata, the weights' header and, where recorded, every file's
+    sha256. With `trainer_state`, the optimizer/schedule state must be there too. Returns the metadata;
+    DamagedCheckpointError naming the folder and the file otherwise."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    try:
+        meta = read_meta(p)
+    except (FileNotFoundError, ValueError) as err:
+        raise DamagedCheckpointError(str(err)) from None
+    if trainer_state and not (p / TRAINER).is_file():
+        raise DamagedCheckpointError(f"{p}: no {TRAINER} (optimizer, schedule and step): cannot resume from it")
+    for name, digest in (meta.get("sha256") or {}).items():
+        f = p / name
+        if not f.is_file():
+            raise DamagedCheckpointError(f"{p}: {name} is missing")
+        if _sha256(f) != digest:
+            raise DamagedCheckpointError(f"{p}: {name} differs from what was saved (sha256 mismatch)")
+    try:
+        with safe_open(str(p / WEIGHTS), framework="pt") as f:
+            f.keys()
+    except Exception as err:
+        raise DamagedCheckpointError(f"{p}: {WEIGHTS} is unreadable ({type(err).__name__}: {err})") from None
+    return meta
+
+
+def resume_point(directory: str | os.PathLike[str], cfg: PolicyConfig) -> Path | None:
+    """The checkpoint a trainer resumes from: the newest under `directory` that is whole and has trainer state.
+
+    Damaged or partly written newer ones are skipped with a RuntimeWarning naming them (never loaded); folders
+    starting with '.' are writes in progress or killed and are ignored. ValueError in one line when that checkpoint
+    was made for another network (naming the folder and the keys), or when checkpoints exist but none is usable.
+    None when there are none.
+    """
+    skipped = []
+    for path in _checkpoints_newest_first(directory):
+        try:
+            meta = verify_checkpoint(path, trainer_state=True)
+        except DamagedCheckpointError as err:
+            skipped.append(str(err))
+            warnings.warn(f"not resuming from a damaged checkpoint: {err}", RuntimeWarning, stacklevel=2)
+            continue
+        check_architecture(path, meta, cfg)
+        return path
+    if skipped:
+        raise ValueError(f"{directory}: no usable checkpoint to resume from: " + "; ".join(skipped))
+    return None
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], cfg: PolicyConfig | None = None, device: str | torch.device = "cpu"
 ) -> tuple[CNSv2Policy, dict[str, Any]]:
     """Load a checkpoint; with `cfg`, its architecture must match the saved one. Returns (policy, metadata)."""
-    meta = read_meta(path)
+    meta = verify_checkpoint(path)
     saved = PolicyConfig.model_validate(meta["policy"])
     if cfg is not None:
-        diffs = [k for k in ARCHITECTURE if getattr(cfg, k) != getattr(saved, k)]
-        if diffs:
-            detail = "; ".join(
-                f"policy.{k}: checkpoint {getattr(saved, k)!r} != config {getattr(cfg, k)!r}" for k in diffs
-            )
-            raise ValueError(f"{path}: checkpoint does not fit the configured network ({detail})")
+        saved = check_architecture(path, meta, cfg)
         saved = saved.model_copy(update={k: getattr(cfg, k) for k in ("servo", "precision", "compile", "loss")})
     # The saved weights replace everything, so a timm weights file is not needed (or read) here. A radio_hub backbone
     # keeps its file: RADIO's hubconf builds the architecture from it (and would download without it).
@@ -133,17 +212,30 @@ def load_trainer_state(path: str | os.PathLike[str], device: str | torch.device 
     return torch.load(f, map_location=device, weights_only=False)
 
 
-def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint with the highest policy_version under `directory` (None when there is none)."""
-    best: tuple[int, Path] | None = None
+def _checkpoints_newest_first(directory: str | os.PathLike[str]) -> list[Path]:
     root = Path(directory)
     if not root.is_dir():
-        return None
+        return []
+    found = []
     for meta in root.glob(f"*/{META}"):
+        if meta.parent.name.startswith("."):
+            continue  # a write in progress, or one a kill cut short
         try:
             version = int(json.loads(meta.read_text())["policy_version"])
-        except (OSError, ValueError, KeyError):
-            continue  # a checkpoint being written, or a foreign file
-        if best is None or version > best[0]:
-            best = (version, meta.parent)
-    return None if best is None else best[1]
+        except (OSError, ValueError, KeyError, TypeError):
+            # Damaged metadata: still listed where its name puts it, so that a resume says so instead of passing by.
+            digits = meta.parent.name.rpartition("_")[2]
+            version = int(digits) if digits.isdigit() else -1
+        found.append((version, meta.parent.name, meta.parent))
+    return [p for _, _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the highest policy_version under `directory` (None when there is none)."""
+    for path in _checkpoints_newest_first(directory):
+        try:
+            read_meta(path)
+        except (FileNotFoundError, ValueError):
+            continue  # a foreign or damaged folder
+        return path
+    return None

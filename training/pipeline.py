@@ -20,13 +20,16 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
 
     from datagen.dagger import weights_by_push
     from datagen.producer import open_writer
-    from datagen.runner import check_local_backend, init_ray, requested_cpus, start_producers
+    from datagen.runner import check_local_backend, check_ray_address, init_ray, requested_cpus, start_producers
     from datagen.shards import DatasetReader
+    from policy.checkpoint import resume_point
     from training.dashboard import wandb_mode
     from training.trainer import run_training
 
     check_local_backend(cfg)
+    check_ray_address(cfg)  # before anything is written
     cfg = with_absolute_paths(cfg)
+    resume_point(cfg.train.checkpoints, cfg.policy)  # a checkpoint that cannot be resumed stops us before any work
     open_writer(cfg)
     env = {"WANDB_MODE": wandb_mode(cfg), "WANDB_SILENT": "true"}
     started = init_ray(cfg, env, min_cpus=requested_cpus(cfg, trainer=True))

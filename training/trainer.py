@@ -19,7 +19,7 @@ import torch
 
 from configs import save_config, with_absolute_paths
 from configs.schema import Config
-from policy.checkpoint import build_policy, latest_checkpoint, load_trainer_state, save_checkpoint
+from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint
 from policy.losses import policy_loss
 from training.schedule import lr_factor
 
@@ -58,19 +58,20 @@ class TrainState:
         self.step = 0
 
     def resume(self) -> Path | None:
-        """Load the newest checkpoint of the run, if any (weights, optimiser, schedule, step)."""
+        """Load the newest whole checkpoint of the run, if any (weights, optimiser, schedule, step): see
+        `policy.checkpoint.resume_point` for what is skipped and what is an error."""
         from safetensors.torch import load_model
 
-        path = latest_checkpoint(self.cfg.train.checkpoints)
+        path = resume_point(self.cfg.train.checkpoints, self.cfg.policy)
         if path is None:
             return None
         load_model(self.policy, str(path / "model.safetensors"), device=str(self.device))
         state = load_trainer_state(path, self.device)
-        if state is not None:
-            self.opt.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            self.step = int(state["step"])
+        assert state is not None  # resume_point only returns checkpoints with trainer state
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
         return path
 
     def save(self) -> Path:
@@ -224,11 +225,13 @@ def run_training(cfg: Config) -> Any:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from datagen.runner import init_ray
+    from datagen.runner import check_ray_address, init_ray
     from training.dashboard import wandb_mode
 
     cfg = with_absolute_paths(cfg)
     check_input_size(cfg)
+    resume_point(cfg.train.checkpoints, cfg.policy)  # here, in one line, not from inside a Ray worker
+    check_ray_address(cfg)  # before anything is written
     t = cfg.train
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,135 @@ def test_old_checkpoints_are_pruned(tmp_path: Path) -> None:
     assert sorted(p.name for p in Path(cfg.train.checkpoints).iterdir()) == ["step_000004", "step_000006"]
 
 
+def _steps(state: TrainState, n: int) -> None:
+    """n optimiser steps on a fixed input, as training does them."""
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    for _ in range(n):
+        state.policy(x, x).vel.square().sum().backward()
+        state.opt.step()
+        state.sched.step()
+        state.opt.zero_grad()
+        state.step += 1
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated weights", "altered weights", "altered trainer state", "no trainer state", "garbled metadata"],
+)
+def test_a_damaged_newest_checkpoint_is_never_loaded(tmp_path: Path, damage: str) -> None:
+    cfg = _cfg(tmp_path)
+    a = TrainState(cfg, torch.device("cpu"))
+    _steps(a, 2)
+    good = a.save()
+    _steps(a, 2)
+    newest = a.save()
+    if damage == "truncated weights":
+        f = newest / "model.safetensors"
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif damage == "altered weights":
+        f = newest / "model.safetensors"
+        data = bytearray(f.read_bytes())
+        data[-100] ^= 0xFF  # inside a tensor: safetensors alone would load it
+        f.write_bytes(bytes(data))
+    elif damage == "altered trainer state":
+        f = newest / "trainer.pt"
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
+    elif damage == "no trainer state":
+        (newest / "trainer.pt").unlink()
+    else:
+        (newest / "policy.json").write_text('{"format": "cnsv2-po')
+    b = TrainState(cfg, torch.device("cpu"))
+    with pytest.warns(RuntimeWarning, match=r"damaged checkpoint: .*step_000004"):
+        assert b.resume() == good
+    assert b.step == 2 and b.sched.last_epoch == 2
+
+
+def test_a_checkpoint_of_another_network_is_a_one_line_error_naming_folder_and_keys(tmp_path: Path) -> None:
+    from policy.checkpoint import resume_point
+    from training.trainer import run_training
+
+    cfg = _cfg(tmp_path)
+    a = TrainState(cfg, torch.device("cpu"))
+    a.save()
+    other = _cfg(tmp_path, "policy.transformer.depth=3", "policy.controller.dim=48")
+    with pytest.raises(ValueError, match="checkpoint does not fit") as err:
+        run_training(other)  # refused in the driver, before Ray starts
+    message = str(err.value)
+    assert "\n" not in message and str(Path(cfg.train.checkpoints) / "step_000000") in message
+    assert "policy.transformer.depth: checkpoint 2 != config 3" in message and "policy.controller.dim" in message
+    with pytest.raises(ValueError, match="no usable checkpoint"):
+        (Path(cfg.train.checkpoints) / "step_000000" / "trainer.pt").unlink()
+        with pytest.warns(RuntimeWarning):
+            resume_point(cfg.train.checkpoints, cfg.policy)
+
+
+_KILL_LOOP = """
+import sys, torch
+from configs import load_config
+from training.trainer import TrainState
+cfg = load_config("smoke", sys.argv[1:])
+s = TrainState(cfg, torch.device("cpu"))
+s.resume()
+x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+print("resumed", s.step, flush=True)
+while True:
+    s.policy(x, x).vel.square().sum().backward()
+    s.opt.step(); s.sched.step(); s.opt.zero_grad(); s.step += 1
+    s.save()
+    print("saved", s.step, flush=True)
+"""
+
+
+def test_a_trainer_killed_at_any_moment_resumes_at_its_last_whole_step(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from policy.checkpoint import latest_checkpoint, resume_point
+    from training.schedule import lr_factor
+
+    overrides = [f"run.root={tmp_path}", *SMALL, "train.keep_checkpoints=3", "train.steps=10000"]
+    cfg = load_config("smoke", overrides)
+    rng = np.random.default_rng(0)
+    root = Path(__file__).resolve().parents[2]
+    last, steps = 0, []
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_LOOP, *overrides], cwd=root, stdout=subprocess.PIPE, text=True
+        )
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("resumed"), line
+        resumed = int(line.split()[1])
+        assert resumed >= last  # never behind what an earlier run had completed
+        # Let it save one to three times, then kill it at a random point of its next step-and-save cycle.
+        t0 = time.monotonic()
+        for _ in range(int(rng.integers(1, 4))):
+            assert proc.stdout.readline().startswith("saved")  # type: ignore[union-attr]
+        cycle = (time.monotonic() - t0) / 3
+        time.sleep(float(rng.uniform(0.0, 1.0)) * cycle)  # mid-step, mid-save or mid-rename
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        path = resume_point(cfg.train.checkpoints, cfg.policy)
+        if path is None:  # killed before its first save completed
+            assert last == 0 and latest_checkpoint(cfg.train.checkpoints) is None
+            continue
+        assert path == latest_checkpoint(cfg.train.checkpoints)
+        s = TrainState(cfg, torch.device("cpu"))
+        assert s.resume() == path and path.name == f"step_{s.step:06d}"
+        # Same schedule: the scheduler and the optimiser's own step counts agree with the step.
+        assert s.sched.last_epoch == s.step
+        assert s.sched.get_last_lr()[0] == pytest.approx(
+            cfg.train.lr * lr_factor(s.step, 2, 10000, cfg.train.min_lr_ratio)
+        )
+        assert all(int(st["step"]) == s.step for st in s.opt.state_dict()["state"].values())
+        last = s.step
+        steps.append(last)
+    assert last > 0 and len(set(steps)) > 2, steps
+
+
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     import ray
