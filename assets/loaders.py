@@ -13,7 +13,9 @@ Supported mesh layouts (`MeshFolder(root, layout=...)`):
 
 Meshes are read with trimesh (scenes merged into one mesh), keep their UVs and texture image when they have them, get
 decimated to a face budget (see `assets.decimation`), and are centred at their bounding-box centre and scaled so their
-largest extent equals the size the caller asks for. Vertex colours are not kept (the scene sampler picks a material).
+largest extent equals the size the caller asks for. Vertex colours are not kept (the scene sampler picks a material);
+a mesh that has them, or names a texture that is missing or unreadable, gives a TextureWarning (an error with
+`strict`), and `MeshFolder.texture_problems` counts them.
 
 Images (`ImageFolder`, `load_image`) are PNG, JPEG, BMP, TIFF, Radiance HDR and OpenEXR when the installed OpenCV can
 decode it (the opencv-python-headless 5.0 wheel cannot; convert EXR to HDR). High-dynamic-range images are tonemapped
@@ -82,8 +84,14 @@ def load_mesh(
     max_faces: int = DEFAULT_MAX_FACES,
     max_texture: int = DEFAULT_MAX_TEXTURE,
     name: str | None = None,
+    strict: bool = False,
 ) -> Mesh:
-    """Read a mesh, keep its UVs and texture, cap its faces, centre it and scale its largest extent to `size`."""
+    """Read a mesh, keep its UVs and texture, cap its faces, centre it and scale its largest extent to `size`.
+
+    A texture the mesh names (MTL map_Kd, glTF image uri) that is missing or unreadable, or vertex colours (which
+    the renderer does not draw), give a TextureWarning naming the mesh and the file, and the mesh loads untextured;
+    with `strict`, a ValueError instead. The texture reaches the renderer through `to_rgb8`, as `load_image` reads it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh file {path} does not exist")
@@ -101,10 +109,27 @@ def load_mesh(
     if not np.all(np.isfinite(vertices)):
         raise ValueError(f"mesh {path} has NaN or infinite vertex coordinates")
     uv, image = _uv_and_image(loaded)
+    refs = sorted({r for r in texture_references(path) if r.is_file()}) if uv is not None else []
+    if len(refs) == 1:
+        # The file's own pixels, read as load_image reads them: PIL (trimesh's decoder) truncates 16-bit RGB to
+        # 8 bits instead of rounding, and trimesh leaves some URIs unresolved (percent-encoded ones). Several files
+        # are packed by trimesh into one 8-bit atlas and kept as such.
+        try:
+            image = load_image(refs[0])
+        except (ValueError, OSError):
+            image = None  # said below, naming the file
     if uv is not None and image is None and texture_path is not None:
         # GSO's model.mtl names "texture.png" beside the OBJ while the file sits in materials/textures/,
         # so trimesh finds no image; the layout knows where it is.
         image = load_image(texture_path)
+    problem = None
+    if image is None:
+        problem = _texture_problem(path, loaded)
+    if problem is not None:
+        message = f"mesh {name or path.name} ({path}): {problem}"
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, TextureWarning, stacklevel=2)
     if len(faces) > max_faces:
         vertices, faces, uv = decimate(vertices, faces, uv, max_faces)
         if len(faces) > max_faces:
@@ -120,6 +145,46 @@ def load_mesh(
     if image is not None:
         image = _fit(image, max_texture)
     return Mesh(name or path.stem, vertices, faces, uv, image if uv is not None else None)
+
+
+class TextureWarning(UserWarning):
+    """A mesh's texture is missing, unreadable, or not rendered; the mesh loads without it."""
+
+
+def to_rgb8(image: np.ndarray | Image.Image) -> np.ndarray:
+    """The one rule by which any decoded image becomes RGB uint8 (H, W, 3): for files (`load_image`) and for the
+    images mesh libraries hand over (OBJ/MTL, glTF).
+
+    Grey is repeated to RGB and alpha dropped; palette images expand; 16-bit integers map by /257 (0 -> 0,
+    65535 -> 255); 32-bit integers (PIL's mode 'I' for 16-bit PNGs) must hold 16-bit values; floats are HDR and are
+    tonemapped (`tonemap`). A (H, W, C) array is taken as RGB order. ValueError for anything else.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA")
+        elif image.mode == "1":
+            image = image.convert("L")
+        elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            image = image.convert("RGB")
+        raw = np.asarray(image)
+    else:
+        raw = np.asarray(image)
+    if raw.ndim == 2:
+        raw = raw[..., None]
+    if raw.ndim != 3 or raw.shape[2] not in (1, 2, 3, 4) or raw.size == 0:
+        raise ValueError(f"expected an image (H, W) or (H, W, 1-4), got shape {raw.shape}")
+    raw = np.repeat(raw[..., :1], 3, axis=2) if raw.shape[2] <= 2 else raw[..., :3]
+    if raw.dtype == np.uint8:
+        return np.ascontiguousarray(raw)
+    if raw.dtype == np.bool_:
+        return np.ascontiguousarray(raw.astype(np.uint8) * 255)
+    if raw.dtype.kind in "ui":
+        if raw.min() < 0 or raw.max() > 65535:
+            raise ValueError(f"integer image with values outside 0..65535 ({raw.dtype}, {raw.min()}..{raw.max()})")
+        return ((raw.astype(np.float32) / 257.0) + 0.5).astype(np.uint8)
+    if raw.dtype.kind == "f":
+        return tonemap(raw)
+    raise ValueError(f"unsupported pixel type {raw.dtype}")
 
 
 def load_image(path: str | os.PathLike[str], size: int | None = None) -> np.ndarray:
@@ -138,15 +203,11 @@ def load_image(path: str | os.PathLike[str], size: int | None = None) -> np.ndar
     if raw is None:
         hint = " (this OpenCV build cannot decode OpenEXR; convert it to .hdr)" if path.suffix.lower() == ".exr" else ""
         raise ValueError(f"cannot read image {path}: not a readable {'/'.join(IMAGE_SUFFIXES)} file{hint}")
-    if raw.dtype == np.uint8:
-        image = raw
-    elif raw.dtype == np.uint16:
-        image = ((raw.astype(np.float32) / 257.0) + 0.5).astype(np.uint8)
-    elif np.issubdtype(raw.dtype, np.floating):
-        image = tonemap(raw)
-    else:
-        raise ValueError(f"image {path} has unsupported pixel type {raw.dtype}")
-    return _fit(np.ascontiguousarray(image), size, exact=True) if size is not None else image
+    try:
+        image = to_rgb8(raw)
+    except ValueError as e:
+        raise ValueError(f"image {path}: {e}") from None
+    return _fit(image, size, exact=True) if size is not None else image
 
 
 def tonemap(hdr: np.ndarray) -> np.ndarray:
@@ -174,20 +235,82 @@ def _uv_and_image(loaded: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
         image = getattr(material, "baseColorTexture", None)  # glTF materials are PBR
     if image is None:
         return uv, None
-    array = np.asarray(image.convert("RGB"))
+    # The same conversion as for files: PIL's own convert("RGB") clips 16-bit grey to white.
+    array = to_rgb8(image)
     # trimesh invents a 2x2 grey image for UVs without a texture (PLY); that is not the object's appearance.
     if array.shape[0] * array.shape[1] < 16:
         return uv, None
     return uv, array
 
 
+def texture_references(path: str | os.PathLike[str]) -> list[Path]:
+    """The image files a mesh file names: an OBJ's MTL `map_Kd` files, a glTF's (or GLB's) external image URIs.
+    Paths are resolved as the formats specify (relative to the MTL / glTF file); embedded images are not listed."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    refs: list[Path] = []
+    if suffix == ".obj":
+        for line in _lines(path):
+            if line.startswith("mtllib "):
+                mtl = path.parent / line[7:].strip()
+                for entry in _lines(mtl) if mtl.is_file() else []:
+                    if entry.split(maxsplit=1)[:1] == ["map_Kd"] and len(entry.split()) > 1:
+                        refs.append(mtl.parent / entry.split()[-1])  # options (-s, -o, ...) come first
+    elif suffix in (".gltf", ".glb"):
+        doc = _gltf_json(path)
+        for im in doc.get("images", []) if isinstance(doc, dict) else []:
+            uri = im.get("uri") if isinstance(im, dict) else None
+            if isinstance(uri, str) and not uri.startswith("data:"):
+                from urllib.parse import unquote
+
+                refs.append(path.parent / unquote(uri))
+    return refs
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return []
+
+
+def _gltf_json(path: Path) -> Any:
+    import json
+    import struct
+
+    try:
+        data = path.read_bytes()
+        if path.suffix.lower() == ".glb":
+            # Binary glTF: 12-byte header, then a JSON chunk (length, type 'JSON', bytes).
+            length, kind = struct.unpack_from("<I4s", data, 12)
+            return json.loads(data[20 : 20 + length]) if kind == b"JSON" else {}
+        return json.loads(data)
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
+def _texture_problem(path: Path, loaded: Any) -> str | None:
+    """Why a mesh that names a texture, or has vertex colours, reaches the renderer without it (None: it has none)."""
+    for ref in texture_references(path):
+        if not ref.is_file():
+            return f"its texture {ref} does not exist; loading it untextured"
+        try:
+            load_image(ref)
+        except (ValueError, OSError) as e:
+            return f"its texture {ref} is unreadable ({e}); loading it untextured"
+        return f"its texture {ref} did not reach the mesh (no UVs for it?); loading it untextured"
+    visual = getattr(loaded, "visual", None)
+    if getattr(visual, "kind", None) == "vertex":
+        colors = np.asarray(visual.vertex_colors)
+        if colors.size and len(np.unique(colors.reshape(-1, colors.shape[-1]), axis=0)) > 1:
+            return "its vertex colours are not rendered (the scene sampler gives it a material instead)"
+    return None
+
+
 def _read_with_pillow(path: Path) -> np.ndarray | None:
     try:
         with Image.open(path) as im:
-            if im.mode in ("F", "I", "I;16"):
-                a = np.asarray(im, dtype=np.float32)
-                return np.repeat(a[..., None] / max(float(a.max()), 1.0), 3, axis=2)
-            return np.asarray(im.convert("RGB"))
+            return to_rgb8(im)
     except Exception:
         return None
 
@@ -277,11 +400,21 @@ class MeshFolder(_Listing):
             )
             raise ValueError(f"no meshes found under {self.root}: expected {expected}")
         self._by_name = {e.name: i for i, e in enumerate(self.entries)}
+        self.texture_problems: dict[str, str] = {}
 
     def load(self, key: int | str, size: float, **kwargs: Any) -> Mesh:
-        """Load entry `key` (index or name) as a `Mesh` with largest extent `size` (keyword args go to load_mesh)."""
+        """Load entry `key` (index or name) as a `Mesh` with largest extent `size` (keyword args go to load_mesh).
+
+        Texture problems are counted in `texture_problems` (name -> reason) as well as warned about."""
         entry = self[key]
-        return load_mesh(entry.mesh, size, texture_path=entry.texture, name=entry.name, **kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TextureWarning)
+            mesh = load_mesh(entry.mesh, size, texture_path=entry.texture, name=entry.name, **kwargs)
+        for w in caught:
+            if issubclass(w.category, TextureWarning):
+                self.texture_problems[entry.name] = str(w.message)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return mesh
 
 
 class ImageFolder(_Listing):

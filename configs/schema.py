@@ -133,6 +133,9 @@ class AssetsConfig(Section):
     texture_dirs: list[str] = Field(description="folders of JPG/PNG images for object and ground textures")
     sky_dirs: list[str] = Field(description="folders of equirectangular environment maps")
     cache_dir: str | None = Field(description="where folder indexes are cached; null: next to each folder")
+    strict_textures: bool = Field(
+        description="a mesh whose texture is missing or unreadable is an error (else a warning; it loads untextured)"
+    )
 
 
 class EffectsConfig(Section):

@@ -62,7 +62,7 @@ class SceneSampler:
             seed = procedural_seed(rng, family, self.assets.split, self.assets.heldout_fraction, "mesh")
             return make_mesh(family, np.random.default_rng(seed), procedural_name(family, seed)).scaled(size)
         folder, name = self._meshes[i - n_proc]
-        return folder.load(name, size=size)
+        return folder.load(name, size=size, strict=self.assets.strict_textures)
 
     def _texture(self, rng: np.random.Generator) -> np.ndarray:
         n_proc = len(TEXTURE_FAMILIES) if self.assets.procedural_textures else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -14,7 +15,7 @@ import trimesh
 from PIL import Image
 
 from assets import folder_index
-from assets.loaders import ImageFolder, MeshFolder, load_image, load_mesh, tonemap
+from assets.loaders import ImageFolder, MeshFolder, TextureWarning, load_image, load_mesh, tonemap
 from assets.mesh import Mesh
 from assets.procedural_meshes import make_mesh
 from assets.procedural_textures import make_texture
@@ -289,3 +290,103 @@ def test_exr_without_decoder_is_explained(tmp_path: Path) -> None:
         ImageFolder(root)
     with pytest.raises(ValueError, match=rf"cannot read image {re.escape(str(fake))}.*OpenEXR"):
         load_image(fake)
+
+
+# -- textures: the renderer gets what load_image reads, and a missing one is said ------------------------------------
+def _modes(seed: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """Texture files of every common bit depth and mode: (array to write with cv2 or PIL, how)."""
+    rgb = _texture(seed)
+    grey = rgb[..., 0]
+    grey16 = (grey.astype(np.uint16) * 257 + np.arange(grey.size).reshape(grey.shape) % 200).astype(np.uint16)
+    return {
+        "grey16.png": (grey16, {"cv2": True}),
+        "rgb16.png": (np.dstack([grey16, grey16[::-1], grey16[:, ::-1]]), {"cv2": True}),
+        "grey8.png": (grey, {}),
+        "grey_alpha.png": (np.dstack([grey, 255 - grey]), {}),
+        "rgba.png": (np.dstack([rgb, grey]), {}),
+        "palette.png": (rgb, {"palette": True}),
+        "rgb.jpg": (rgb, {}),
+    }
+
+
+def _write_texture(path: Path, array: np.ndarray, how: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how.get("cv2"):
+        cv2.imwrite(str(path), array if array.ndim == 2 else array[..., ::-1])
+    elif how.get("palette"):
+        Image.fromarray(array).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(path)
+    else:
+        Image.fromarray(array).save(path)
+
+
+@pytest.mark.parametrize("name", list(_modes(0)))
+def test_an_obj_texture_reaches_the_mesh_exactly_as_load_image_reads_it(tmp_path: Path, name: str) -> None:
+    array, how = _modes(3)[name]
+    _write_texture(tmp_path / name, array, how)
+    _write_obj(tmp_path / "m.obj", _mesh("box", 0), mtl="m.mtl")
+    _write_mtl(tmp_path / "m.mtl", name)
+    expected = load_image(tmp_path / name)
+    if name == "grey16.png":  # the issue's instance: an all-white texture before
+        assert expected.std() > 20 and expected.max() < 255
+    mesh = load_mesh(tmp_path / "m.obj", 0.1)
+    np.testing.assert_array_equal(mesh.texture, expected)
+
+
+@pytest.mark.parametrize("mode", ["LA", "P", "I;16"])
+def test_a_glb_texture_reaches_the_mesh_exactly_as_load_image_reads_it(tmp_path: Path, mode: str) -> None:
+    m = _mesh("superquadric", 2)
+    rgb = _texture(5)
+    if mode == "I;16":
+        image = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
+    elif mode == "P":
+        image = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    else:
+        image = Image.fromarray(np.dstack([rgb[..., 1], rgb[..., 2]])).convert("LA")
+    image.save(tmp_path / "tex.png")
+    visual = trimesh.visual.TextureVisuals(uv=m.uv, image=image)
+    trimesh.Trimesh(m.vertices, m.faces, visual=visual, process=False).export(tmp_path / "c.glb")
+    mesh = load_mesh(tmp_path / "c.glb", 0.1)
+    np.testing.assert_array_equal(mesh.texture, load_image(tmp_path / "tex.png"))
+
+
+def test_a_missing_or_unreadable_texture_is_named_counted_and_strict_refuses_it(tmp_path: Path) -> None:
+    root = tmp_path / "meshes"
+    _write_obj(root / "gone.obj", _mesh("box", 0), mtl="gone.mtl")
+    _write_mtl(root / "gone.mtl", "textures/missing.png")  # a half-downloaded dataset
+    _write_obj(root / "broken.obj", _mesh("cone", 1), mtl="broken.mtl")
+    _write_mtl(root / "broken.mtl", "broken.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    _write_obj(root / "fine.obj", _mesh("cone", 2), mtl="fine.mtl")
+    _write_mtl(root / "fine.mtl", "fine.png")
+    _write_image(root / "fine.png", _texture(1))
+    _age(root)
+    folder = MeshFolder(root)
+    with pytest.warns(TextureWarning, match=r"gone\.obj.*textures/missing\.png does not exist"):
+        assert folder.load("gone.obj", 0.1).texture is None
+    with pytest.warns(TextureWarning, match=r"broken\.obj.*broken\.png is unreadable"):
+        folder.load("broken.obj", 0.1)
+    assert folder.load("fine.obj", 0.1).texture is not None
+    assert sorted(folder.texture_problems) == ["broken.obj", "gone.obj"]
+    with pytest.raises(ValueError, match=r"missing\.png does not exist"):
+        load_mesh(root / "gone.obj", 0.1, strict=True)
+
+
+def test_a_gltf_naming_a_missing_image_and_vertex_colours_are_said(tmp_path: Path) -> None:
+    m = _mesh("superquadric", 2)
+    visual = trimesh.visual.TextureVisuals(uv=m.uv, image=Image.fromarray(_texture(9)))
+    files = trimesh.exchange.gltf.export_gltf(trimesh.Scene(trimesh.Trimesh(m.vertices, m.faces, visual=visual)))
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    doc = json.loads(files["model.gltf"])
+    doc["images"] = [{"uri": "textures/tex%20ture.png", "mimeType": "image/png"}]  # external, as scanners write
+    (tmp_path / "c.gltf").write_text(json.dumps(doc))
+    _write_image(tmp_path / "textures" / "tex ture.png", _texture(4))
+    assert load_mesh(tmp_path / "c.gltf", 0.1).texture is not None
+    (tmp_path / "textures" / "tex ture.png").unlink()
+    with pytest.warns(TextureWarning, match=r"c\.gltf.*does not exist"):
+        load_mesh(tmp_path / "c.gltf", 0.1)
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    sphere.visual.vertex_colors = np.random.default_rng(0).integers(0, 256, (len(sphere.vertices), 4), dtype=np.uint8)
+    sphere.export(tmp_path / "coloured.ply")
+    with pytest.warns(TextureWarning, match="vertex colours are not rendered"):
+        load_mesh(tmp_path / "coloured.ply", 0.1)
