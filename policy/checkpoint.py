@@ -134,6 +134,8 @@ def verify_checkpoint(path: str | os.PathLike[str], *, trainer_state: bool = Fal
     from safetensors import safe_open
 
     p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such checkpoint folder")
     try:
         meta = read_meta(p)
     except (FileNotFoundError, ValueError) as err:
