@@ -135,7 +135,7 @@ def verify_checkpoint(path: str | os.PathLike[str], *, trainer_state: bool = Fal
 
     p = Path(path)
     if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such checkpoint folder")
+        raise FileNotFoundError(f"{p}: not a policy checkpoint (no such folder)")
     try:
         meta = read_meta(p)
     except (FileNotFoundError, ValueError) as err:

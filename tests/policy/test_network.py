@@ -132,7 +132,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 
 def test_loading_into_a_mismatched_config_fails_clearly(tmp_path: Path) -> None:
     path = save_checkpoint(build_policy(_cfg()), tmp_path / "ckpt", version=1)
-    with pytest.raises(ValueError, match=r"policy\.controller: checkpoint"):
+    with pytest.raises(ValueError, match=r"policy\.controller\.anchors: checkpoint 8 != config 4"):
         load_checkpoint(path, cfg=_cfg("policy.controller.anchors=4"))
     # Runtime options may differ.
     policy, _ = load_checkpoint(path, cfg=_cfg("policy.servo.aware=false", "policy.precision=fp32"))
