@@ -106,13 +106,15 @@ def test_a_real_camera_converges_as_the_canonical_one_does(shipped, suite_cfg) -
     K = np.array([[481.0, 0.0, 322.3], [0.0, 478.6, 236.9], [0.0, 0.0, 1.0]])
     with ServoEnv(real_cfg.sim, camera=Camera(K, 640, 480)) as env:
         real = run(env, seed)
-    print(f"seed {seed}: canonical TE {canonical.te_mm:.1f} mm, real camera TE {real.te_mm:.1f} mm ({real.reason})")
-    assert real.success and real.te_mm <= max(2.0 * canonical.te_mm, canonical.te_mm + 20.0), (canonical, real)
+    te, te_real = 1e3 * canonical.te_m, 1e3 * real.te_m
+    print(f"seed {seed}: canonical TE {te:.1f} mm, real camera TE {te_real:.1f} mm ({real.reason})")
+    assert real.success and te_real <= max(2.0 * te, te + 20.0), (canonical, real)
 
 
-# Measured on these pairs with the shipped cnsv2-cpu (step 3000): median cosine 0.977, turn accuracy 0.85, and the
-# median cosine between the velocities for the own and for another scene's desired image 0.39 (1.0 would mean the
-# goal is ignored). The bounds leave room for a retrained policy, not for a broken one.
+# Measured on these pairs with the shipped cnsv2-cpu (step 3000 of the recipe run with DAgger): median cosine 0.979,
+# turn accuracy 0.875 (the previous shipped policy, without DAgger data: 0.977 and 0.85, and a median cosine of 0.39
+# between the velocities for the own and for another scene's desired image, where 1.0 would mean the goal is
+# ignored). The bounds leave room for a retrained policy, not for a broken one.
 MEDIAN_COS_FLOOR = 0.85
 TURN_ACCURACY_FLOOR = 0.7
 SWAP_COS_CEILING = 0.7
