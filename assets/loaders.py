@@ -98,7 +98,18 @@ def load_mesh(
     if not (np.isfinite(size) and size > 0):
         raise ValueError(f"mesh size must be a positive number of metres, got {size}")
     try:
-        loaded = trimesh.load(str(path), force="mesh")
+        loaded = trimesh.load(str(path))
+        packed = _pack_textured_parts(loaded) if isinstance(loaded, trimesh.Scene) else None
+        if isinstance(loaded, trimesh.Scene):
+            several = sum(getattr(g.visual, "kind", None) == "texture" for g in loaded.geometry.values()) > 1
+            if packed is None and several:
+                warnings.warn(
+                    f"mesh {name or path.name} ({path}): several textures that cannot share an atlas unchanged "
+                    "(UVs outside [0, 1], or an untextured part); merged by trimesh, whose atlas resamples them",
+                    TextureWarning,
+                    stacklevel=2,
+                )
+            loaded = packed if packed is not None else loaded.to_mesh()  # trimesh's merge, as force="mesh" does
     except Exception as e:
         raise ValueError(f"cannot read mesh {path}: {type(e).__name__}: {e} (expected {_EXPECTED['files']})") from e
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0 or len(loaded.vertices) < 4:
@@ -219,6 +230,42 @@ def tonemap(hdr: np.ndarray) -> np.ndarray:
     x = x * (0.18 / max(key, 1e-6))
     y = (x / (1.0 + x)) ** (1.0 / 2.2)
     return (np.clip(y, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+# Pixels of edge replication around each texture in a packed atlas, so that filtering near a cell's edge reads the
+# texture's own border instead of its neighbour's.
+_ATLAS_PAD = 4
+
+
+def _pack_textured_parts(scene: Any) -> trimesh.Trimesh | None:
+    """A scene of several textured parts (multi-material OBJ, GLB of several primitives) as one mesh over an atlas
+    holding every part's texture unchanged (our own packing: trimesh's resamples them). None when the scene has
+    fewer than two textured parts, or a part without a texture, or UVs outside [0, 1] (repeating textures cannot share
+    an atlas): trimesh's own merge is used then."""
+    parts = scene.dump(concatenate=False)
+    textured = [(g, *_uv_and_image(g)) for g in parts if len(g.faces)]
+    if len(textured) < 2 or any(uv is None or image is None for _, uv, image in textured):
+        return None
+    if any(uv.min() < -1e-6 or uv.max() > 1 + 1e-6 for _, uv, _ in textured):
+        return None
+    p = _ATLAS_PAD
+    width = max(image.shape[1] for _, _, image in textured) + 2 * p
+    height = sum(image.shape[0] + 2 * p for _, _, image in textured)
+    atlas = np.zeros((height, width, 3), np.uint8)
+    vertices, faces, uvs, top, offset = [], [], [], 0, 0
+    for g, uv, image in textured:
+        h, w = image.shape[:2]
+        atlas[top : top + h + 2 * p, : w + 2 * p] = np.pad(image, ((p, p), (p, p), (0, 0)), mode="edge")
+        # u, v in [0, 1] over the texture's pixel edges; v = 0 is its bottom row (OBJ/OpenGL).
+        x = p + np.clip(uv[:, 0], 0, 1) * w
+        y = top + p + (1.0 - np.clip(uv[:, 1], 0, 1)) * h
+        uvs.append(np.c_[x / width, 1.0 - y / height])
+        vertices.append(np.asarray(g.vertices))
+        faces.append(np.asarray(g.faces) + offset)
+        offset += len(g.vertices)
+        top += h + 2 * p
+    visual = trimesh.visual.TextureVisuals(uv=np.concatenate(uvs), image=Image.fromarray(atlas))
+    return trimesh.Trimesh(np.concatenate(vertices), np.concatenate(faces), visual=visual, process=False)
 
 
 def _uv_and_image(loaded: Any) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -390,3 +390,78 @@ def test_a_gltf_naming_a_missing_image_and_vertex_colours_are_said(tmp_path: Pat
     sphere.export(tmp_path / "coloured.ply")
     with pytest.warns(TextureWarning, match="vertex colours are not rendered"):
         load_mesh(tmp_path / "coloured.ply", 0.1)
+
+
+def _two_part_scene(tmp_path: Path, kind: str) -> tuple[Path, list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """A mesh of two textured parts (a GLB of two primitives, or an OBJ with two materials): (path, textures as
+    load_image reads them, per part (vertices, uvs))."""
+    rng = np.random.default_rng(0)
+    parts, textures = [], []
+    for k in range(2):
+        box = trimesh.creation.box(extents=(1.0, 1.0 + k, 1.0))
+        box.apply_translation([3.0 * k, 0.0, 0.0])
+        uv = rng.uniform(0.05, 0.95, (len(box.vertices), 2))
+        tex = rng.integers(0, 256, (16 + 8 * k, 16, 3), dtype=np.uint8)
+        _write_image(tmp_path / f"t{k}.png", tex)
+        textures.append(load_image(tmp_path / f"t{k}.png"))
+        parts.append((box, uv))
+    if kind == "glb":
+        meshes = [
+            trimesh.Trimesh(b.vertices, b.faces, visual=trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(t)))
+            for (b, uv), t in zip(parts, textures, strict=True)
+        ]
+        path = tmp_path / "two.glb"
+        trimesh.Scene(meshes).export(path)
+    else:
+        lines, off = ["mtllib two.mtl"], 0
+        for b, uv in parts:
+            lines += [f"v {x:.9g} {y:.9g} {z:.9g}" for x, y, z in b.vertices] + [f"vt {u:.9g} {v:.9g}" for u, v in uv]
+        for k, (b, _) in enumerate(parts):
+            lines.append(f"usemtl m{k}")
+            lines += [f"f {a}/{a} {c}/{c} {d}/{d}" for a, c, d in b.faces + 1 + off]
+            off += len(b.vertices)
+        path = tmp_path / "two.obj"
+        path.write_text("\n".join(lines) + "\n")
+        (tmp_path / "two.mtl").write_text("newmtl m0\nmap_Kd t0.png\nnewmtl m1\nmap_Kd t1.png\n")
+    return path, textures, [(b.vertices, uv) for b, uv in parts]
+
+
+def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Nearest texel at (u, v), v = 0 at the bottom row."""
+    h, w = image.shape[:2]
+    x = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
+    y = np.clip(((1.0 - uv[:, 1]) * h).astype(int), 0, h - 1)
+    return image[y, x]
+
+
+@pytest.mark.parametrize("kind", ["glb", "obj"])
+def test_a_mesh_of_several_textures_keeps_every_texel(tmp_path: Path, kind: str) -> None:
+    path, textures, parts = _two_part_scene(tmp_path, kind)
+    mesh = load_mesh(path, 4.0)
+    atlas = mesh.texture
+    for tex in textures:  # each texture verbatim somewhere in the atlas (trimesh's own packing resampled them)
+        h, w = tex.shape[:2]
+        hits = [
+            (y, x)
+            for y in range(atlas.shape[0] - h + 1)
+            for x in range(atlas.shape[1] - w + 1)
+            if np.array_equal(atlas[y : y + h, x : x + w], tex)
+        ]
+        assert hits
+    # Every vertex shows the colour its own texture has at its own UV.
+    # The parts span x in [-0.5, 3.5], their largest extent 4 = the size asked: loading only centres them.
+    for (verts, uv), tex in zip(parts, textures, strict=True):
+        for v, want in zip(verts, _sample(tex, uv), strict=True):
+            i = int(np.argmin(np.linalg.norm(mesh.vertices + np.array([1.5, 0.0, 0.0]) - v, axis=1)))
+            matches = np.flatnonzero(np.linalg.norm(mesh.vertices - mesh.vertices[i], axis=1) < 1e-6)
+            assert any(np.array_equal(_sample(atlas, mesh.uv[j : j + 1])[0], want) for j in matches)
+
+
+def test_several_repeating_textures_fall_back_to_trimesh_and_say_so(tmp_path: Path) -> None:
+    path, _, _ = _two_part_scene(tmp_path, "glb")
+    scene = trimesh.load(path)
+    first = next(iter(scene.geometry.values()))
+    first.visual.uv = first.visual.uv * 3.0  # a texture repeated three times: no atlas cell can hold it
+    scene.export(tmp_path / "tiled.glb")
+    with pytest.warns(TextureWarning, match=r"tiled\.glb.*several textures that cannot share an atlas"):
+        assert load_mesh(tmp_path / "tiled.glb", 1.0).texture is not None
