@@ -144,6 +144,8 @@ def verify_checkpoint(path: str | os.PathLike[str], *, trainer_state: bool = Fal
         raise DamagedCheckpointError(f"{p}: no {TRAINER} (optimizer, schedule and step): cannot resume from it")
     for name, digest in (meta.get("sha256") or {}).items():
         f = p / name
+        if name == TRAINER and not trainer_state and not f.is_file():
+            continue  # weights alone load fine (a shipped policy leaves the optimiser state behind)
         if not f.is_file():
             raise DamagedCheckpointError(f"{p}: {name} is missing")
         if _sha256(f) != digest:

@@ -95,8 +95,10 @@ def ship(
     dest_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest_root))
     try:
-        for f in (WEIGHTS, META):
-            shutil.copy2(checkpoint / f, tmp / f)
+        shutil.copy2(checkpoint / WEIGHTS, tmp / WEIGHTS)
+        # The optimiser state stays behind, and so does its checksum.
+        shipped = {**meta, "sha256": {k: v for k, v in (meta.get("sha256") or {}).items() if k == WEIGHTS}}
+        (tmp / META).write_text(json.dumps(shipped, indent=1))
         (tmp / CARD).write_text(model_card(name, meta, run, wall_minutes, eval_md))
         tmp.chmod(0o755)  # mkdtemp makes it private; package data must be readable by everyone
         for p in tmp.iterdir():
