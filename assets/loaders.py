@@ -120,7 +120,8 @@ def load_mesh(
     if not np.all(np.isfinite(vertices)):
         raise ValueError(f"mesh {path} has NaN or infinite vertex coordinates")
     uv, image = _uv_and_image(loaded)
-    refs = sorted({r for r in texture_references(path) if r.is_file()}) if uv is not None else []
+    named = texture_references(path)
+    refs = sorted({r for r in named if r.is_file()}) if uv is not None else []
     if len(refs) == 1:
         # The file's own pixels, read as load_image reads them: PIL (trimesh's decoder) truncates 16-bit RGB to
         # 8 bits instead of rounding, and trimesh leaves some URIs unresolved (percent-encoded ones). Several files
@@ -135,7 +136,7 @@ def load_mesh(
         image = load_image(texture_path)
     problem = None
     if image is None:
-        problem = _texture_problem(path, loaded)
+        problem = _texture_problem(named, loaded)
     if problem is not None:
         message = f"mesh {name or path.name} ({path}): {problem}"
         if strict:
@@ -336,9 +337,9 @@ def _gltf_json(path: Path) -> Any:
         return {}
 
 
-def _texture_problem(path: Path, loaded: Any) -> str | None:
+def _texture_problem(named: list[Path], loaded: Any) -> str | None:
     """Why a mesh that names a texture, or has vertex colours, reaches the renderer without it (None: it has none)."""
-    for ref in texture_references(path):
+    for ref in named:
         if not ref.is_file():
             return f"its texture {ref} does not exist; loading it untextured"
         try:

@@ -35,12 +35,13 @@ NOT_CONTENT: tuple[str, ...] = (
 )
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {'a.b.c': leaf}; an empty mapping is a leaf."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, path + "."))
+            out.update(flatten(value, path + "."))
         else:
             out[path] = value
     return out
@@ -56,7 +57,7 @@ def content_differences(recorded: Mapping[str, Any], new: Mapping[str, Any]) -> 
     """The keys, as 'a.b.c: old -> new', whose values differ between two config dumps (`Config.model_dump`) and
     that change what a shard contains. A key missing from `recorded` predates that option and is not a difference.
     """
-    old, cur = _flatten(recorded), _flatten(new)
+    old, cur = flatten(recorded), flatten(new)
     return [
         f"{key}: {old[key]!r} -> {cur.get(key, '<absent>')!r}"
         for key in sorted(old)

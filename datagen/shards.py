@@ -886,6 +886,17 @@ def _compressors(name: str, dtype: np.dtype, codec: str) -> list:
 
 
 # -- reading ---------------------------------------------------------------------------------------------------------
+def _read_array(meta: ShardMeta, name: str, array: Any, sel: slice) -> np.ndarray:
+    """`array[sel]` decoded; a chunk that fails to decode (CRC32C, Blosc, size) is a DamagedShardError naming it."""
+    try:
+        return np.asarray(array[sel])
+    except Exception as e:
+        where = name if sel == slice(None) else f"{name}[{sel.start}:{sel.stop}]"
+        raise DamagedShardError(
+            f"shard {meta.id}: {where}: corrupt or unreadable ({type(e).__name__}: {e})", array=name, shard=meta.id
+        ) from e
+
+
 @dataclass(frozen=True)
 class ShardMeta:
     """A published shard: its id, key, zarr path, N samples, M desired images and its sidecar."""
@@ -1006,7 +1017,7 @@ class DatasetReader:
     def _verify(meta: ShardMeta, arrays: dict[str, Any]) -> None:
         # Zarr hands back the fill value for a chunk whose file is gone, and a chunk of the wrong size can still
         # decode: only the published checksums tell damage from data. A shard is ~20 MB and this runs once per
-        # process (~70 ms), so every array is decoded whole and hashed before anything of it is returned.
+        # process (155 ms for a 100-sample 256 px shard, 2 cores), so every array is decoded whole and hashed first.
         stored = meta.sidecar.get("checksums")
         if not isinstance(stored, dict):
             raise DamagedShardError(
@@ -1023,14 +1034,7 @@ class DatasetReader:
                 raise DamagedShardError(
                     f"shard {meta.id}: {name}: no checksum in the sidecar", array=name, shard=meta.id
                 )
-            try:
-                data = np.asarray(arrays[name][...])
-            except Exception as e:
-                raise DamagedShardError(
-                    f"shard {meta.id}: {name}: corrupt or unreadable ({type(e).__name__}: {e})",
-                    array=name,
-                    shard=meta.id,
-                ) from e
+            data = _read_array(meta, name, arrays[name], slice(None))
             if array_sha256(data) != stored[name]:
                 raise DamagedShardError(
                     f"shard {meta.id}: {name}: checksum mismatch: the data differs from what was published "
@@ -1084,14 +1088,7 @@ class DatasetReader:
                 raise ShardError(f"shard {meta.id}: no array {name!r}{known}", array=name, shard=meta.id)
 
         def get(name: str, sel: slice) -> np.ndarray:
-            try:
-                return np.asarray(arrays[name][sel])
-            except Exception as e:
-                raise DamagedShardError(
-                    f"shard {meta.id}: {name}[{sel.start}:{sel.stop}]: corrupt or unreadable ({type(e).__name__}: {e})",
-                    array=name,
-                    shard=meta.id,
-                ) from e
+            return _read_array(meta, name, arrays[name], sel)
 
         out = {name: get(name, slice(start, stop)) for name in wanted if name != DESIRED_ARRAY}
         if DESIRED_ARRAY in wanted or ("des_index" in wanted and not all_desired):

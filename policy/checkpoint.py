@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 
+from configs.provenance import flatten
 from configs.schema import PolicyConfig
 from policy.network import CNSv2Policy
 
@@ -112,19 +113,13 @@ class DamagedCheckpointError(ValueError):
 def check_architecture(path: str | os.PathLike[str], meta: dict[str, Any], cfg: PolicyConfig) -> PolicyConfig:
     """The saved PolicyConfig; ValueError in one line naming the folder and every differing architecture key."""
     saved = PolicyConfig.model_validate(meta["policy"])
-    old = _leaves(saved.model_dump(mode="json"), "policy")
-    new = _leaves(cfg.model_dump(mode="json"), "policy")
+    old = flatten(saved.model_dump(mode="json"), "policy.")
+    new = flatten(cfg.model_dump(mode="json"), "policy.")
     keys = [k for k in sorted(set(old) | set(new)) if k.split(".")[1] in ARCHITECTURE and old.get(k) != new.get(k)]
     if keys:
         detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} != config {new.get(k)!r}" for k in keys)
         raise ValueError(f"{path}: checkpoint does not fit the configured network ({detail})")
     return saved
-
-
-def _leaves(tree: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
-    return {prefix: tree}
 
 
 def verify_checkpoint(path: str | os.PathLike[str], *, trainer_state: bool = False) -> dict[str, Any]:
