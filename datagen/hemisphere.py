@@ -19,7 +19,7 @@ from policy.matching import gt_coarse_match
 from sim.camera import Camera
 from sim.effects import apply_effects
 from sim.geometry import relative_pose
-from sim.poses import sample_initial, sample_near, sample_pose, scene_scale
+from sim.poses import sample_initial, sample_near, sample_orbit, sample_pose, scene_scale
 from sim.render import make_renderer
 from sim.scene_sampler import SceneSampler
 
@@ -103,7 +103,10 @@ class HemisphereProducer:
                     if len(buf) >= n:
                         break
                     if h.near_goal > 0 and pose_rng.random() < h.near_goal:
-                        wTc = sample_near(pose_rng, wTd, h.near_goal_translation, h.near_goal_rotation_deg)
+                        if h.near_goal_orbit > 0 and pose_rng.random() < h.near_goal_orbit:
+                            wTc = sample_orbit(pose_rng, wTd, h.near_goal_rotation_deg)
+                        else:
+                            wTc = sample_near(pose_rng, wTd, h.near_goal_translation, h.near_goal_rotation_deg)
                     else:
                         wTc = sample_initial(pose_rng, cfg.sim.poses, wTd)
                     cur = self.renderer.render(self.camera.K, wTc)

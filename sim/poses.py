@@ -97,3 +97,22 @@ def sample_near(
     t = _log_uniform(rng, *translation, "near_goal_translation") * d * _unit_vector(rng)
     angle = np.radians(_log_uniform(rng, *rotation_deg, "near_goal_rotation_deg"))
     return T @ make_pose(exp_so3(angle * _unit_vector(rng)), t)
+
+
+def sample_orbit(rng: np.random.Generator, wTd: ArrayLike, rotation_deg: tuple[float, float]) -> np.ndarray:
+    """Draw wTc on the orbit through wTd about the point d* ahead of the desired camera, angle log-uniform.
+
+    c = t_d + d* z_d is the point the desired optical axis meets at the scene's distance. wTc = [R, (I - R) c] wTd
+    with R = exp(theta a), a uniform among the axes normal to z_d: the camera keeps looking at c, so translation and
+    tilt nearly cancel in the image. TE = 2 d* sin(theta / 2) and RE = theta, about 1 d* per radian, the ambiguity in
+    which a coarse matcher stops short of the goal (README, issue 12); `sample_near` almost never draws it.
+    """
+    T = as_array(wTd, (4, 4), "wTd")
+    d = scene_scale(T)
+    z = T[:3, 2]
+    a = _unit_vector(rng)
+    a = a - (a @ z) * z
+    a /= np.linalg.norm(a)
+    R = exp_so3(np.radians(_log_uniform(rng, *rotation_deg, "near_goal_rotation_deg")) * a)
+    c = T[:3, 3] + d * z
+    return make_pose(R, c - R @ c) @ T

@@ -172,6 +172,20 @@ def test_near_goal_share_of_hemisphere_pairs(tmp_path: Path) -> None:
     assert 0.25 < np.mean(norms < 0.3) < 0.75 and norms.min() < 0.05
 
 
+def test_orbit_share_of_near_goal_pairs(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=30", "datagen.hemisphere.shard_samples=30",
+               "datagen.hemisphere.near_goal=1.0", "datagen.hemisphere.near_goal_orbit=1.0")  # fmt: skip
+    p = HemisphereProducer(cfg)
+    buf, _ = p.make_shard(0)
+    p.close()
+    a = buf.arrays()
+    _check_labels(a)
+    for wTc, wTd, d in zip(a["wTc"], a["wTd"], a["scene_scale"], strict=True):
+        # Every current camera looks at the point d* ahead of its desired camera, from distance d*.
+        p_c = np.linalg.inv(wTc) @ np.append(wTd[:3, 3] + d * wTd[:3, 2], 1.0)
+        assert p_c[:2] == pytest.approx([0.0, 0.0], abs=1e-6) and p_c[2] == pytest.approx(d, rel=1e-6)
+
+
 def test_dagger_loads_the_newest_checkpoint_of_the_run(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
     ckpts = Path(cfg.datagen.checkpoints)

@@ -7,7 +7,7 @@ import pytest
 
 from configs import load_config
 from sim.geometry import look_at, pose_error
-from sim.poses import hemisphere_pose, sample_near, sample_pose, sample_pose_pair, scene_scale
+from sim.poses import hemisphere_pose, sample_near, sample_orbit, sample_pose, sample_pose_pair, scene_scale
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +110,22 @@ def test_near_goal_poses_are_log_uniform_down_to_sub_millimetre(poses_cfg) -> No
     assert 0.36 < share < 0.44
     with pytest.raises(ValueError, match="near_goal_translation"):
         sample_near(rng, wTd, (0.0, 0.3), (0.05, 20.0))
+
+
+def test_orbit_poses_keep_the_point_ahead_on_the_optical_axis(poses_cfg) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(1)
+    wTd = sample_pose(rng, poses_cfg.desired)
+    d = scene_scale(wTd)
+    c = wTd[:3, 3] + d * wTd[:3, 2]
+    for _ in range(200):
+        wTc = sample_orbit(rng, wTd, (0.5, 20.0))
+        te, re = pose_error(wTc, wTd)
+        assert 0.5 * 0.999 <= re <= 20.0 * 1.001
+        # A chord of the orbit: TE = 2 d sin(RE / 2), so TE/RE is about d* per radian.
+        assert te == pytest.approx(2 * d * np.sin(np.radians(re) / 2), rel=1e-6)
+        # The camera still looks straight at c, from the same distance, so c projects to the principal point.
+        p = np.linalg.inv(wTc) @ np.append(c, 1.0)
+        assert p[:2] == pytest.approx([0.0, 0.0], abs=1e-9)
+        assert p[2] == pytest.approx(d, rel=1e-9)
+    with pytest.raises(ValueError, match="near_goal_rotation_deg"):
+        sample_orbit(rng, wTd, (0.0, 20.0))
