@@ -318,7 +318,7 @@ class HemisphereConfig(ProducerResources):
     near_goal_translation: LogRange = Field(description="their offset, log-uniform, in units of d* (unit world)")
     near_goal_rotation_deg: LogRange = Field(description="their rotation angle, log-uniform")
     near_goal_orbit: float = Field(
-        ge=0.0, le=1.0, description="share of those drawn on the orbit about the point d* ahead (sim.poses.sample_orbit)"
+        ge=0.0, le=1.0, description="share of those on the orbit about the point d* ahead (sim.poses.sample_orbit)"
     )
     coarse_match: bool = Field(description="also store ground-truth coarse correspondences (coarse_match/valid)")
     coarse_patch: int = Field(ge=2, le=64, description="patch size of those correspondences, pixels")
