@@ -13,9 +13,9 @@ import numpy as np
 from configs.schema import Config
 from datagen.producer import BackgroundPublisher, Progress, informative, open_writer
 from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
-from datagen.shards import ShardBuffer, ShardKey
 from policy.control import normalize_velocity, pbvs
 from policy.matching import gt_coarse_match
+from shards import ShardBuffer, ShardKey
 from sim.camera import Camera
 from sim.effects import apply_effects
 from sim.geometry import relative_pose

@@ -13,7 +13,7 @@ import numpy as np
 from configs import content_differences, save_config
 from configs.loader import RESOLVED_NAME
 from configs.schema import Config
-from datagen.shards import DatasetWriter, ShardBuffer, ShardKey
+from shards import DatasetWriter, ShardBuffer, ShardKey
 from sim.camera import Camera
 
 

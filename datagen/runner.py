@@ -15,7 +15,7 @@ from datagen.actors import NAMESPACE, dagger_name, remote_classes
 from datagen.dagger import weights_by_push
 from datagen.hemisphere import shard_count
 from datagen.producer import open_writer
-from datagen.shards import DatasetReader
+from shards import DatasetReader
 from sim.mujoco_gl import choose_platform
 from sim.render import check_backend
 

@@ -21,8 +21,8 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
     from datagen.dagger import weights_by_push
     from datagen.producer import open_writer
     from datagen.runner import check_local_backend, check_ray_address, init_ray, requested_cpus, start_producers
-    from datagen.shards import DatasetReader
     from policy.checkpoint import resume_point
+    from shards import DatasetReader
     from training.dashboard import wandb_mode
     from training.trainer import run_training
 

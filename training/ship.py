@@ -25,7 +25,7 @@ CARD = "MODEL_CARD.md"
 
 
 def _data_counts(root: Path) -> dict[str, int]:
-    from datagen.shards import DatasetReader
+    from shards import DatasetReader
 
     counts: dict[str, int] = {}
     rounds: set[int] = set()

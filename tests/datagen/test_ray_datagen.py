@@ -13,7 +13,7 @@ import pytest
 
 from configs import load_config
 from datagen.runner import init_ray, run_datagen, start_producers
-from datagen.shards import DatasetReader, validate_arrays
+from shards import DatasetReader, validate_arrays
 
 SMALL = ["sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]", "datagen.num_cpus=2"]
 

@@ -254,7 +254,7 @@ def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path,
 
 
 def test_pipeline_closes_the_loop(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
-    from datagen.shards import DatasetReader
+    from shards import DatasetReader
     from training.pipeline import run_pipeline
 
     cfg = _cfg(tmp_path, "run.name=pipe", "train.steps=6")
