@@ -71,7 +71,7 @@ def test_cli_refuses_isaac_before_starting_ray(module: str, tmp_path) -> None:
 
 
 def test_joining_a_cluster_leaves_the_check_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from datagen.runner import check_local_backend
+    from runtime.ray_cluster import check_local_backend
 
     cfg = load_config("smoke", ["sim.backend=isaac", "datagen.ray_address=auto"])
     check_local_backend(cfg)  # the RTX workers check for themselves
