@@ -1,4 +1,5 @@
-"""The package layering of DESIGN.md: sim -> policy -> datagen -> training, heavy backends imported lazily."""
+"""The package layering of DESIGN.md: sim -> policy -> datagen -> training, evaluation beside training, heavy backends
+imported lazily."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["configs", "sim", "assets", "runtime", "policy", "datagen", "training"]
+LAYERS = ["configs", "sim", "assets", "runtime", "policy", "datagen", "training", "evaluation"]
 # Which project packages each package may import. configs (plain data) and assets (meshes and textures) are
 # leaves below sim: the scene sampler in sim draws from the asset catalogue. runtime (Ray start-up, backend checks,
 # the W&B mode) sits above sim and below every job that starts Ray, so none of those jobs imports another for it.
+# evaluation sits beside training: it measures checkpoints with sim and policy, and neither imports the other.
 ALLOWED = {
     "configs": set(),
     "assets": set(),
@@ -22,6 +24,7 @@ ALLOWED = {
     "policy": {"configs", "sim"},
     "datagen": {"configs", "sim", "assets", "runtime", "policy"},
     "training": {"configs", "sim", "assets", "runtime", "policy", "datagen"},
+    "evaluation": {"configs", "sim", "assets", "runtime", "policy"},
 }
 
 

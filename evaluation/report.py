@@ -12,17 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from configs.schema import Config
-from training.episodes import CNS_GAIN
-from training.metrics import Episode, by_initial_rotation, summarise
-from training.suites import Suite
-
-if TYPE_CHECKING:
-    from training.evaluate import Plan
+from evaluation.episodes import CNS_GAIN
+from evaluation.metrics import Episode, by_initial_rotation, summarise
+from evaluation.plan import Job, Plan
+from evaluation.suites import Suite
 
 SPLITS = ("S", "M", "L")
 
@@ -38,7 +36,7 @@ class Report:
     rows: list[dict[str, Any]]
 
 
-def _grouped(results: Sequence[tuple[Any, Episode]]) -> dict[tuple[str, str], list[Episode]]:
+def _grouped(results: Sequence[tuple[Job, Episode]]) -> dict[tuple[str, str], list[Episode]]:
     out: dict[tuple[str, str], list[Episode]] = {}
     for job, ep in results:
         out.setdefault((job.suite, job.controller), []).append(ep)
@@ -63,7 +61,7 @@ def _row(suite: str, controller: str, split: str, episodes: Sequence[Episode]) -
     }
 
 
-def make_rows(suites: Sequence[Suite], results: Sequence[tuple[Any, Episode]]) -> list[dict[str, Any]]:
+def make_rows(suites: Sequence[Suite], results: Sequence[tuple[Job, Episode]]) -> list[dict[str, Any]]:
     """One row per (suite, controller) over all episodes (split "all"), then one per S/M/L third of them."""
     rows = []
     for (suite, controller), eps in _grouped(results).items():
@@ -219,7 +217,7 @@ def _write(path: Path, data: str | bytes) -> Path:
     return path
 
 
-def _episode_record(job: Any, ep: Episode) -> dict[str, Any]:
+def _episode_record(job: Job, ep: Episode) -> dict[str, Any]:
     return {
         "suite": job.suite,
         "controller": job.controller,
@@ -235,7 +233,7 @@ def _episode_record(job: Any, ep: Episode) -> dict[str, Any]:
     }
 
 
-def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Any, Episode]]) -> Report:
+def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Job, Episode]]) -> Report:
     """Write results.md, results.json, episodes.jsonl and the PNGs to eval.root, and log them to W&B."""
     out = Path(cfg.eval.root)
     suites = plan.suites
@@ -256,16 +254,16 @@ def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Any, Episode]]
 
 
 def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Path]) -> None:
-    from training.dashboard import wandb_mode
+    from runtime.tracking import wandb_mode
 
-    mode = wandb_mode(cfg)
+    mode = wandb_mode(cfg.eval.wandb)
     if mode == "disabled":
         return
     import wandb
 
     run = wandb.init(
-        project=cfg.train.wandb.project,
-        entity=cfg.train.wandb.entity,
+        project=cfg.eval.wandb.project,
+        entity=cfg.eval.wandb.entity,
         name=f"{cfg.run.name}-eval",
         job_type="eval",
         dir=cfg.eval.root,

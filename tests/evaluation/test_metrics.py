@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from training.metrics import Episode, by_initial_rotation, is_success, success_interval, summarise
+from evaluation.metrics import Episode, by_initial_rotation, is_success, success_interval, summarise
 
 
 def test_success_rule_follows_cns() -> None:
