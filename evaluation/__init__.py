@@ -14,3 +14,6 @@ proxy before closed loop.
 It uses sim, policy, configs and runtime (Ray start-up, backend checks, the W&B mode), and never training: it
 measures checkpoints, whoever wrote them.
 """
+
+# Importing the package registers its own controller, "oracle", with policy.registry (Ray actors included).
+from evaluation import oracle as oracle

@@ -8,8 +8,8 @@ import time
 import numpy as np
 
 from evaluation.metrics import Episode, Trace, is_success
-from policy.classical import Controller
 from policy.control import executed_velocity
+from policy.interface import Controller
 from sim.env import ServoEnv
 
 CNS_GAIN = 2.0  # CNS executes twice the predicted velocity

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policy.classical import ControlOutput
 from policy.control import pbvs
+from policy.interface import ControlOutput
+from policy.registry import ControllerSetup, register_controller
 
 if TYPE_CHECKING:
     from sim.env import ServoEnv
@@ -32,3 +33,11 @@ class OracleController:
         te, re = self.env.pose_error()
         stop = te < self.stop_te * self.scale and re < self.stop_re_deg
         return ControlOutput(pbvs(self.env.dTc, self.lam), stop, True, {"te": te, "re": re})
+
+
+@register_controller("oracle")
+def _oracle(setup: ControllerSetup) -> OracleController:
+    """The oracle of `setup.env`."""
+    if setup.env is None:
+        raise ValueError("controller 'oracle' reads the true pose: ControllerSetup(env=...) is needed")
+    return OracleController(setup.env)

@@ -16,13 +16,19 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from configs import add_config_arguments
 from configs.loader import ConfigError
 from configs.schema import Config
 from evaluation.metrics import Episode
-from evaluation.plan import CNSV2, Job, Plan, make_plan
+from evaluation.plan import Job, Plan, make_plan
+from policy.interface import Controller
+from policy.registry import ControllerSetup, make_controller
+
+if TYPE_CHECKING:
+    from policy.network import CNSv2Policy
+    from sim.env import ServoEnv
 
 
 class EvalWorker:
@@ -31,11 +37,11 @@ class EvalWorker:
     def __init__(self, configs: dict[str, Config], checkpoint: str | None, device: str = "cpu") -> None:
         self.configs, self.checkpoint, self.device = configs, checkpoint, device
         self._suite: str | None = None
-        self._env: Any = None
-        self._policy: Any = None
+        self._env: ServoEnv | None = None
+        self._policy: CNSv2Policy | None = None
 
-    def _env_for(self, suite: str) -> Any:
-        if suite != self._suite:
+    def _env_for(self, suite: str) -> ServoEnv:
+        if self._env is None or suite != self._suite:
             from sim.env import ServoEnv
 
             if self._env is not None:
@@ -43,29 +49,26 @@ class EvalWorker:
             self._env, self._suite = ServoEnv(self.configs[suite].sim), suite
         return self._env
 
-    def _controller(self, suite: str, name: str, env: Any) -> Any:
-        from evaluation.oracle import OracleController
-        from policy.classical import CONTROLLERS, make_controller
-
-        if name == "oracle":
-            return OracleController(env)
-        cfg = self.configs[suite]
-        if name in CONTROLLERS:
-            limits = cfg.policy.servo
-            return make_controller(name, max_linear=limits.max_linear, max_angular=limits.max_angular)
-        if name not in CNSV2:
-            raise ValueError(f"unknown controller {name!r}")
-        from policy.servo import ServoController
-
+    def _load_policy(self) -> CNSv2Policy:
         if self._policy is None:
             from policy.checkpoint import load_checkpoint
 
             if self.checkpoint is None:
                 raise ValueError("a CNSv2 controller needs a checkpoint")
             self._policy, _ = load_checkpoint(self.checkpoint, device=self.device)
-        servo = cfg.policy.servo.model_copy(update={"hybrid": name == "cnsv2"})
-        e = cfg.eval
-        return ServoController(self._policy, servo, name=name, stop_velocity=e.stop_velocity, stop_steps=e.stop_steps)
+        return self._policy
+
+    def _controller(self, suite: str, name: str, env: ServoEnv) -> Controller:
+        cfg = self.configs[suite]
+        # Every controller gets the same speed limits; only CNSv2 loads the weights, only the oracle reads the env.
+        setup = ControllerSetup(
+            servo=cfg.policy.servo,
+            stop_velocity=cfg.eval.stop_velocity,
+            stop_steps=cfg.eval.stop_steps,
+            load_policy=self._load_policy,
+            env=env,
+        )
+        return make_controller(name, setup)
 
     def run(self, job: Job) -> tuple[Job, Episode]:
         """Run one episode."""

@@ -9,7 +9,7 @@ from configs import load_config
 from evaluation.episodes import run_episode
 from evaluation.metrics import summarise
 from evaluation.oracle import OracleController
-from policy.classical import ControlOutput
+from policy.interface import ControlOutput
 from sim import ServoEnv
 
 # The CNS benchmark draws the initial pose from the desired distribution (shared/notes/benchmark-protocol.md).

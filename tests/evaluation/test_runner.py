@@ -17,6 +17,7 @@ from evaluation.report import write_report
 from evaluation.runner import EvalWorker, main, run_jobs
 from evaluation.suites import available_suites, load_suite, suite_config
 from policy.checkpoint import build_policy, save_checkpoint
+from policy.registry import available_controllers, make_controller
 from policy.servo import ServoController, ServoOutput
 
 SMALL = ["sim.camera.width=64", "sim.camera.height=64", "eval.wandb.mode=disabled"]
@@ -184,6 +185,12 @@ def test_every_eval_controller_is_built_by_the_worker(tmp_path: Path) -> None:
     assert built["cnsv2"].cfg.hybrid and not built["cnsv2_pbvs"].cfg.hybrid
     limits = cfg.policy.servo
     assert built["sift_pbvs"].limits == (limits.max_linear, limits.max_angular)  # the same speed limits for all
+
+
+def test_the_registry_builds_exactly_the_controllers_the_config_accepts() -> None:
+    assert available_controllers() == sorted(EVAL_CONTROLLERS)  # importing evaluation registered "oracle"
+    with pytest.raises(ValueError, match=r"'oracle' reads the true pose"):
+        make_controller("oracle")
 
 
 def test_wandb_gets_the_table_and_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
