@@ -97,7 +97,7 @@ def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
         f"# Servo benchmark: {cfg.run.name}",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Commands executed at {CNS_GAIN:g}x. Success: final TE < 0.1 "
-        f"|desired position| and RE < 10°. TE and RE over successes; SR with a 95 % interval. "
+        f"|desired position| and RE < 10°. TE and RE over successes; SR with a 95 % Wilson interval. "
         f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}. Suite setups at the end.",
         "",
         "| suite | controller | SR (95 % CI) | TE (mm) | RE (°) | steps | FPS | failures |",
