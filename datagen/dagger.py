@@ -16,7 +16,7 @@ import numpy as np
 
 from configs.schema import Config
 from datagen.beta import beta_for_round
-from datagen.producer import Progress, informative, open_writer
+from datagen.producer import ProducerProgress, informative, open_writer
 from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
 from policy.control import denormalize_velocity, executed_velocity, normalize_velocity, pbvs
 from policy.matching import gt_coarse_match
@@ -49,7 +49,7 @@ class DaggerProducer:
         self._polled = -np.inf
         self.env = ServoEnv(cfg.sim)
         self.writer = open_writer(cfg)
-        self.progress = Progress()
+        self.progress = ProducerProgress()
         self.policy: Any = None
         self.version = EXPERT_VERSION
         self.round = 0

@@ -1,4 +1,5 @@
-"""The package layering of DESIGN.md: sim -> policy -> datagen -> training, heavy backends imported lazily."""
+"""The package layering of DESIGN.md: sim -> policy -> datagen -> training, evaluation beside training, heavy backends
+imported lazily."""
 
 from __future__ import annotations
 
@@ -11,20 +12,25 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's top-level packages, and file_io, a top-level module.
-LAYERS = ["file_io", "configs", "shards", "sim", "assets", "policy", "datagen", "training"]
+LAYERS = ["file_io", "configs", "shards", "sim", "assets", "runtime", "policy", "datagen", "training", "evaluation"]
 # Which project packages each package may import. file_io (atomic writes) is below everything: every layer writes
 # files. configs (plain data) and assets (meshes and textures) are leaves below sim: the scene sampler in sim draws
 # from the asset catalogue. shards (the dataset contract) is a leaf beside configs: datagen writes through it and
 # training reads through it, so neither needs the other's internals, and nothing below datagen knows about datasets.
+# runtime (Ray start-up, backend checks, the W&B mode) sits above sim and below every job that starts Ray, so none
+# of those jobs imports another for it. evaluation sits beside training: it measures checkpoints with sim and policy,
+# and neither imports the other.
 ALLOWED = {
     "file_io": set(),
     "configs": {"file_io"},
     "assets": {"file_io"},
     "shards": {"file_io", "configs"},
     "sim": {"file_io", "configs", "assets"},
+    "runtime": {"file_io", "configs", "sim"},
     "policy": {"file_io", "configs", "sim"},
-    "datagen": {"file_io", "configs", "sim", "assets", "policy", "shards"},
-    "training": {"file_io", "configs", "sim", "assets", "policy", "datagen", "shards"},
+    "datagen": {"file_io", "configs", "sim", "assets", "runtime", "policy", "shards"},
+    "training": {"file_io", "configs", "sim", "assets", "runtime", "policy", "datagen", "shards"},
+    "evaluation": {"file_io", "configs", "sim", "assets", "runtime", "policy"},
 }
 
 
