@@ -54,7 +54,7 @@ pipeline: setup
 	$(PY) -m training.pipeline $(ARGS)
 
 eval: setup
-	$(PY) -m training.evaluate $(ARGS)
+	$(PY) -m evaluation $(ARGS)
 
 inspect: setup
 	$(PY) -m datagen.inspect $(or $(ROOT),runs/smoke/data) $(ARGS)

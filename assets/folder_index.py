@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from file_io import write_json
+
 INDEX_FILE = ".cnsv2_index.json"
 _VERSION = 1
 _RACY_NS = 2_000_000_000
@@ -123,13 +125,7 @@ def _write(path: Path, key: str, record: dict[str, Any]) -> bool:
         except (OSError, ValueError):
             data = {"version": _VERSION, "indexes": {}}
         data["indexes"][key] = record
-        # Write then rename: a reader sees the old index or the new one, never half of one.
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_json(path, data)  # a concurrent reader sees the old index or the new one, never half of one
         return True
     except OSError:
         return False

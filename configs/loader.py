@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
 
 from configs.schema import Config
+from file_io import write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = "smoke"
@@ -134,20 +134,10 @@ def config_to_yaml(cfg: Config) -> str:
 
 
 def save_config(cfg: Config, directory: str | os.PathLike[str], filename: str = RESOLVED_NAME) -> Path:
-    """Write the resolved config next to an output, atomically (temp file then rename)."""
+    """Write the resolved config next to an output, atomically (temp file then rename); returns its path."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=out)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(config_to_yaml(cfg))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out / filename)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out / filename
+    return write_text(out / filename, config_to_yaml(cfg))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

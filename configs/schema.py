@@ -375,7 +375,8 @@ class DataConfig(Section):
 
 
 class WandbConfig(Section):
-    """Weights & Biases: rank 0 only, offline unless the user logged in and chose online."""
+    """Weights & Biases for one job (training: rank 0 only; evaluation): offline unless the user logged in and chose
+    online. WANDB_MODE in the environment wins over `mode`."""
 
     mode: Literal["offline", "online", "disabled"]
     project: str = Field(min_length=1)
@@ -440,6 +441,7 @@ class EvalConfig(Section):
     trajectories: int = Field(ge=0, description="episodes per suite drawn as 3-D camera paths")
     stop_velocity: float = Field(ge=0.0, description="CNSv2 stops once |normalised velocity| stays below this ...")
     stop_steps: int = Field(ge=1, description="... for this many steps (no ground truth)")
+    wandb: WandbConfig = Field(description="the benchmark's own W&B run (<run.name>-eval)")
 
 
 class Config(Section):

@@ -48,7 +48,7 @@ def verify(root: str, *, quarantine: bool = False) -> int:
     Returns 0 when all are intact, 1 otherwise. With `quarantine`, damaged shards are moved to `<root>/quarantine/`.
     """
     from datagen.inspect import check_shard
-    from datagen.shards import DatasetReader, ShardError
+    from shards import DatasetReader, ShardError
 
     reader = DatasetReader(root)
     damaged = []

@@ -8,7 +8,6 @@ from typing import Any
 
 from configs.schema import Config
 
-NAMESPACE = "cnsv2"
 DAGGER_NAME = "dagger"
 
 

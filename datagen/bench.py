@@ -58,7 +58,7 @@ def ray_rate(cfg: Config) -> tuple[float, float]:
     """Pairs/s of `python -m datagen` (hemisphere only) on a local Ray: steady state, between the first and the last
     shard landing (sidecar mtimes), and overall including Ray's start-up."""
     from datagen.runner import run_datagen
-    from datagen.shards import DatasetReader
+    from shards import DatasetReader
 
     summary = run_datagen(cfg, show_progress=False)
     shards = sorted(DatasetReader(cfg.datagen.root).shards, key=lambda s: s.path.with_suffix(".json").stat().st_mtime)
@@ -70,8 +70,8 @@ def ray_rate(cfg: Config) -> tuple[float, float]:
 def dagger_rate(cfg: Config) -> tuple[float, float]:
     """DAgger steps/s with the smoke policy acting on about half the steps, and the share it drove."""
     from datagen.dagger import DaggerProducer
-    from datagen.shards import DatasetReader
     from policy.checkpoint import build_policy
+    from shards import DatasetReader
 
     p = DaggerProducer(cfg)
     policy = build_policy(cfg.policy)

@@ -16,11 +16,11 @@ import numpy as np
 
 from configs.schema import Config
 from datagen.beta import beta_for_round
-from datagen.producer import Progress, informative, open_writer
+from datagen.producer import ProducerProgress, informative, open_writer
 from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
-from datagen.shards import ShardBuffer, ShardKey
 from policy.control import denormalize_velocity, executed_velocity, normalize_velocity, pbvs
 from policy.matching import gt_coarse_match
+from shards import ShardBuffer, ShardKey
 from sim.env import ServoEnv
 
 PRODUCER = "dagger"
@@ -49,7 +49,7 @@ class DaggerProducer:
         self._polled = -np.inf
         self.env = ServoEnv(cfg.sim)
         self.writer = open_writer(cfg)
-        self.progress = Progress()
+        self.progress = ProducerProgress()
         self.policy: Any = None
         self.version = EXPERT_VERSION
         self.round = 0
@@ -144,7 +144,7 @@ class DaggerProducer:
         return self.progress.snapshot()
 
     def _published_samples(self) -> int:
-        from datagen.shards import DatasetReader
+        from shards import DatasetReader
 
         reader = DatasetReader(self.cfg.datagen.root)
         mine = [s for s in reader.shards if s.key.producer == PRODUCER and self._owns(s.key.index)]
@@ -156,7 +156,7 @@ class DaggerProducer:
 
     def _next_index(self) -> int:
         # Indices are global across rounds, so (round, index) never repeats and each actor owns a residue class.
-        from datagen.shards import DatasetReader
+        from shards import DatasetReader
 
         used = [s.key.index for s in DatasetReader(self.cfg.datagen.root).shards if s.key.producer == PRODUCER]
         start = max(used, default=-1) + 1

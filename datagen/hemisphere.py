@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from configs.schema import Config
-from datagen.producer import BackgroundPublisher, Progress, informative, open_writer
+from datagen.producer import BackgroundPublisher, ProducerProgress, informative, open_writer
 from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
-from datagen.shards import ShardBuffer, ShardKey
 from policy.control import normalize_velocity, pbvs
 from policy.matching import gt_coarse_match
+from shards import ShardBuffer, ShardKey
 from sim.camera import Camera
 from sim.effects import apply_effects
 from sim.geometry import relative_pose
@@ -44,7 +44,7 @@ class HemisphereProducer:
         self.renderer = make_renderer(r.backend, c.width, c.height, shadows=r.shadows, shadow_size=r.shadow_size)
         self.sampler = SceneSampler(cfg.sim.scene, cfg.sim.assets)
         self.writer = open_writer(cfg)
-        self.progress = Progress()
+        self.progress = ProducerProgress()
 
     def indices(self) -> list[int]:
         """The shard indices this producer owns."""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from datagen.shards import (
+from shards import (
     DESIRED_ARRAY,
     SCHEMA,
     DatasetReader,

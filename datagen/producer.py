@@ -13,7 +13,7 @@ import numpy as np
 from configs import content_differences, save_config
 from configs.loader import RESOLVED_NAME
 from configs.schema import Config
-from datagen.shards import DatasetWriter, ShardBuffer, ShardKey
+from shards import DatasetWriter, ShardBuffer, ShardKey
 from sim.camera import Camera
 
 
@@ -47,7 +47,7 @@ def open_writer(cfg: Config) -> DatasetWriter:
 
 
 @dataclass
-class Progress:
+class ProducerProgress:
     """Counts a producer updates as it works; read from another thread (Ray's progress calls)."""
 
     samples: int = 0
@@ -86,7 +86,7 @@ class BackgroundPublisher:
     memory stays at two shards; `wait` re-raises a failed publish.
     """
 
-    def __init__(self, writer: DatasetWriter, progress: Progress) -> None:
+    def __init__(self, writer: DatasetWriter, progress: ProducerProgress) -> None:
         self.writer, self.progress = writer, progress
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publish")
         self._pending: Future[Any] | None = None

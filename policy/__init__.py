@@ -1,4 +1,6 @@
-"""Controllers: classical control laws, the CNSv2 network, checkpoints and the closed-loop Servo API.
+"""Controllers: the controller contract (`interface`) and the registry that builds them by name (`registry`), the
+control laws (`control`) and the classical matcher controllers (`classical`), the CNSv2 network (backbone, matching
+representation, `velocity_head`), checkpoints, the closed-loop Servo API and the policies shipped as package data.
 
 `from policy import p2g, Servo, build_policy, save_checkpoint, load_checkpoint` imports torch only when one of the
 network names is first used, so code that needs the control laws alone stays light.

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +19,7 @@ from safetensors.torch import load_model, save_model
 
 from configs.provenance import flatten
 from configs.schema import PolicyConfig
+from file_io import atomic_dir
 from policy.network import CNSv2Policy
 
 FORMAT = "cnsv2-policy"
@@ -53,8 +52,8 @@ def save_checkpoint(
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    # The temporary folder's name starts with a dot: checkpoint listings skip it.
+    with atomic_dir(out) as tmp:
         save_model(policy, str(tmp / WEIGHTS))
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER)
@@ -69,17 +68,6 @@ def save_checkpoint(
             "sha256": {f.name: _sha256(f) for f in (tmp / WEIGHTS, tmp / TRAINER) if f.is_file()},
         }
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

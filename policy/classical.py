@@ -1,7 +1,8 @@
-"""Matcher-based classical visual-servo controllers (the CNS paper's classical baselines) behind one interface.
+"""Matcher-based classical visual-servo controllers (the CNS paper's classical baselines), registered by name.
 
-A controller is reset with the desired image, the intrinsics K and the scene scale d*, then `step(rgb)` returns a
-camera-frame twist in real units. Matching follows the CNS baselines (shared/notes/benchmark-protocol.md): an
+They implement `policy.interface.Controller`: reset with the desired image, the intrinsics K and the scene scale d*,
+then `step(rgb)` returns a camera-frame twist in real units. `policy.registry.make_controller` builds them as
+"sift_pbvs", "orb_pbvs" and "sift_ibvs". Matching follows the CNS baselines (shared/notes/benchmark-protocol.md): an
 OpenCV detector, FLANN kd-tree (5 trees, 50 checks) for SIFT or brute-force Hamming for ORB, Lowe's ratio test,
 then RANSAC on the essential matrix (p = 0.999, 3 px) to reject outliers, for IBVS as well.
 
@@ -17,16 +18,17 @@ Stop rule (no ground truth): the mean normalised keypoint error mean_i |x_i - x_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
 from policy.control import clamp_velocity, ibvs, pbvs, pose_from_matches
+from policy.interface import ControlOutput
+from policy.registry import ControllerSetup, register_controller
 from sim.geometry import make_pose
 
-__all__ = ["CONTROLLERS", "ControlOutput", "Controller", "MatcherIBVS", "MatcherPBVS", "make_controller"]
+__all__ = ["CONTROLLERS", "MatcherIBVS", "MatcherPBVS"]
 
 Detector = Literal["sift", "orb"]
 # The CNS baselines' RANSAC settings for the essential matrix.
@@ -34,30 +36,6 @@ RANSAC_PROB, RANSAC_THRESHOLD_PX = 0.999, 3.0
 # Below this median translation parallax (pixels, after removing the estimated rotation) the essential matrix's
 # translation direction is noise, so PBVS hands over to IBVS.
 MIN_PARALLAX_PX = 1.0
-
-
-@dataclass(frozen=True)
-class ControlOutput:
-    """One control step of a classical controller."""
-
-    velocity: np.ndarray  # (6,) real units, camera frame; zero when not ok
-    stop: bool  # the controller's own stop signal (no ground truth)
-    ok: bool  # False when no command could be computed (e.g. too few matches)
-    info: dict = field(default_factory=dict)  # matches, inliers, error, mode, reason
-
-
-class Controller(Protocol):
-    """A closed-loop controller towards one desired image."""
-
-    name: str
-
-    def reset(self, desired_rgb: np.ndarray, K: np.ndarray, scene_scale: float) -> None:
-        """Set the desired image, the intrinsics and d*, and clear the stop counter."""
-        ...
-
-    def step(self, rgb: np.ndarray) -> ControlOutput:
-        """Return the velocity command for the current image."""
-        ...
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -270,15 +248,28 @@ class MatcherPBVS(_MatcherController):
         return pbvs(make_pose(est.R, t), self.lam), "pbvs"
 
 
-CONTROLLERS = ("sift_pbvs", "orb_pbvs", "sift_ibvs")
+CONTROLLERS = ("sift_pbvs", "orb_pbvs", "sift_ibvs")  # the names registered below
 
 
-def make_controller(name: str, **kwargs: Any) -> Controller:
-    """Build a classical controller by name: "sift_pbvs", "orb_pbvs" or "sift_ibvs" (kwargs go to its constructor)."""
-    if name == "sift_pbvs":
-        return MatcherPBVS("sift", **kwargs)
-    if name == "orb_pbvs":
-        return MatcherPBVS("orb", **kwargs)
-    if name == "sift_ibvs":
-        return MatcherIBVS("sift", **kwargs)
-    raise ValueError(f"unknown controller {name!r}; expected one of {', '.join(CONTROLLERS)}")
+def _limits(setup: ControllerSetup) -> dict[str, Any]:
+    # The benchmark holds every controller to CNSv2's speed limits; without a ServoConfig there are none.
+    s = setup.servo
+    return {} if s is None else {"max_linear": s.max_linear, "max_angular": s.max_angular}
+
+
+@register_controller("sift_pbvs")
+def _sift_pbvs(setup: ControllerSetup) -> MatcherPBVS:
+    """SIFT matches, essential-matrix PBVS."""
+    return MatcherPBVS("sift", **_limits(setup))
+
+
+@register_controller("orb_pbvs")
+def _orb_pbvs(setup: ControllerSetup) -> MatcherPBVS:
+    """ORB matches, essential-matrix PBVS."""
+    return MatcherPBVS("orb", **_limits(setup))
+
+
+@register_controller("sift_ibvs")
+def _sift_ibvs(setup: ControllerSetup) -> MatcherIBVS:
+    """SIFT matches, IBVS with the mean interaction matrix."""
+    return MatcherIBVS("sift", **_limits(setup))

@@ -384,7 +384,7 @@ def executed_velocity(
 ) -> np.ndarray:
     """The twist a servo loop executes for a commanded velocity (6,): clamped to the speed limits, then times `gain`.
 
-    CNS executes twice the command (gain 2). Evaluation (`training.episodes.run_episode`) and DAgger rollouts both go
+    CNS executes twice the command (gain 2). Evaluation (`evaluation.episodes.run_episode`) and DAgger rollouts both go
     through this, so the policy is trained on the states it will meet when it is evaluated. Without limits (None) the
     command is only scaled.
     """

@@ -1,5 +1,6 @@
 """The CNSv2 policy network (paper Sec. III, Fig. 2): backbone -> RoPE feature transformer -> score matrix ->
-matching representation (phi_P, phi_S or phi_M) + fine features -> neural controller -> normalised velocity.
+matching representation (phi_P, phi_S or phi_M) + fine features -> velocity head (the paper's neural controller)
+-> normalised velocity.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from torch import Tensor, nn
 from configs.schema import PolicyConfig
 from policy.attention import FeatureTransformer
 from policy.backbones import build_backbone
-from policy.controller import Controller
 from policy.fine import FineFeatures
 from policy.losses import velocity_from_head
 from policy.matching import coarse_flow, dual_softmax_confidence, gravity_centres, score_logits
 from policy.representation import p2g, phi_m, phi_s
+from policy.velocity_head import VelocityHead
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,7 +66,7 @@ class CNSv2Policy(nn.Module):
         self.transformer = FeatureTransformer(t.dim, t.depth, t.heads, t.mlp_ratio, t.rope_temperature)
         self.fine = FineFeatures(c.fine_dim, self.patch) if c.fine_features else None
         rep_dim = 3 if c.representation == "m" else c.anchors * c.anchors
-        self.controller = Controller(
+        self.controller = VelocityHead(
             t.dim,
             rep_dim,
             c.fine_dim if c.fine_features else 0,

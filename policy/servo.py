@@ -16,7 +16,6 @@ from numpy.typing import ArrayLike
 
 from configs.schema import ServoConfig
 from policy.canonical_camera import CanonicalRemap
-from policy.classical import ControlOutput
 from policy.control import (
     SingularLawWarning,
     clamp_velocity,
@@ -24,7 +23,9 @@ from policy.control import (
     hybrid,
     pbvs_inverse,
 )
+from policy.interface import ControlOutput
 from policy.network import CNSv2Policy, images_to_tensor
+from policy.registry import ControllerSetup, register_controller
 from policy.rotation import QUARTER_TURNS, turn_images, velocity_from_turned
 from sim.camera import Camera
 from sim.validate import as_positive
@@ -164,7 +165,7 @@ class Servo:
 
 
 class ServoController:
-    """CNSv2 behind the classical controllers' interface (`reset`, then `step(rgb) -> ControlOutput`).
+    """CNSv2 behind the controller interface (`policy.interface`: `reset`, then `step(rgb) -> ControlOutput`).
 
     Stop rule (no ground truth): the network's normalised velocity, |(v, w)| in the unit world, stays below
     `stop_velocity` for `stop_steps` consecutive steps. A non-finite network output is reported as not ok.
@@ -203,3 +204,23 @@ class ServoController:
         small = float(np.linalg.norm(out.velocity_unit)) < self.stop_velocity
         self._below = self._below + 1 if small else 0
         return ControlOutput(out.velocity, self._below >= self.stop_steps, True, info)
+
+
+def _cnsv2(setup: ControllerSetup, name: str, hybrid: bool) -> ServoController:
+    if setup.load_policy is None:
+        raise ValueError(f"controller {name!r} needs the network: ControllerSetup(load_policy=...)")
+    policy = setup.load_policy()
+    servo = (setup.servo or policy.cfg.servo).model_copy(update={"hybrid": hybrid})
+    return ServoController(policy, servo, name=name, stop_velocity=setup.stop_velocity, stop_steps=setup.stop_steps)
+
+
+@register_controller("cnsv2")
+def _cnsv2_hybrid(setup: ControllerSetup) -> ServoController:
+    """CNSv2 with the hybrid law until the gravity centres meet, then PBVS (paper Sec. III.G)."""
+    return _cnsv2(setup, "cnsv2", hybrid=True)
+
+
+@register_controller("cnsv2_pbvs")
+def _cnsv2_pbvs(setup: ControllerSetup) -> ServoController:
+    """CNSv2 with PBVS only."""
+    return _cnsv2(setup, "cnsv2_pbvs", hybrid=False)

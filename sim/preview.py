@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from configs import add_config_arguments, config_from_args, save_config
+from file_io import atomic_path
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
@@ -56,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         r, c = divmod(i, args.cols)
         sheet[r * (h + 8) : r * (h + 8) + h, c * (w + 12) : c * (w + 12) + w] = tile
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    Image.fromarray(sheet).save(tmp)
-    tmp.replace(out)
+    with atomic_path(out, suffix=".tmp.png") as tmp:  # PIL picks the format from the suffix
+        Image.fromarray(sheet).save(tmp)
     save_config(cfg, out.parent, f"{out.stem}.config.yaml")
     dt = time.perf_counter() - t0
     print(f"wrote {len(tiles)} pairs (seeds {args.start}-{args.start + args.count - 1}) to {out} in {dt:.1f} s")

@@ -18,14 +18,13 @@ where it cannot (Phong vs PBR, unitless vs photometric lights), the choices are 
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from assets.mesh import Mesh
+from file_io import atomic_path, write_bytes
 from sim.scene import MaterialSpec, ObjectSpec, SceneSpec, SkySpec
 from sim.validate import as_array, as_pose
 
@@ -65,12 +64,6 @@ def _digest(*chunks: bytes) -> str:
         h.update(len(chunk).to_bytes(8, "little"))
         h.update(chunk)
     return h.hexdigest()[:32]
-
-
-def _tmp_path(path: Path) -> Path:
-    # Same folder (os.replace must not cross file systems), unique per writer, and keeping the suffix
-    # because USD picks the file format from it.
-    return path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex}.tmp{path.suffix}")
 
 
 def mesh_layer(mesh: Mesh, cache_dir: Path) -> Path:
@@ -117,13 +110,9 @@ def mesh_layer(mesh: Mesh, cache_dir: Path) -> Path:
         st = UsdGeom.PrimvarsAPI(geom).CreatePrimvar("st", Sdf.ValueTypeNames.TexCoord2fArray, UsdGeom.Tokens.vertex)
         st.Set(Vt.Vec2fArray.FromNumpy(uv.astype(np.float32)))
 
-    tmp = _tmp_path(path)
-    try:
+    with atomic_path(path, suffix=f".tmp{path.suffix}") as tmp:  # USD picks the file format from the suffix
         if not stage.GetRootLayer().Export(str(tmp)):
             raise OSError(f"could not write mesh layer {tmp}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -144,13 +133,7 @@ def texture_file(image: np.ndarray, cache_dir: Path) -> Path:
     ok, data = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode texture {path.name}")
-    tmp = _tmp_path(path)
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_bytes(path, data.tobytes())
 
 
 def _rgb(c: object, name: str) -> np.ndarray:

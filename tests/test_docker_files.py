@@ -109,7 +109,7 @@ def test_cluster_config_loads_for_isaac_on_a_cluster(cluster_cfg) -> None:
         assert producer.num_gpus == 1
     assert cfg.datagen.dagger.device == "cuda"
     assert cfg.train.use_gpu and cfg.train.workers == 8
-    assert cfg.train.wandb.mode == "online"
+    assert cfg.train.wandb.mode == cfg.eval.wandb.mode == "online"
     # The paper's network and resolution (paper.yaml), at much larger targets than the smoke run.
     assert cfg.sim.camera.width == cfg.sim.camera.height == 512
     smoke = load_config("smoke")

@@ -1,4 +1,5 @@
-"""The package layering of DESIGN.md: sim -> policy -> datagen -> training, heavy backends imported lazily."""
+"""The package layering of DESIGN.md: sim -> policy -> datagen -> training, evaluation beside training, heavy backends
+imported lazily."""
 
 from __future__ import annotations
 
@@ -10,17 +11,32 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["configs", "sim", "assets", "policy", "datagen", "training"]
-# Which project packages each package may import. configs (plain data) and assets (meshes and textures) are
-# leaves below sim: the scene sampler in sim draws from the asset catalogue.
+# The project's top-level packages, and file_io, a top-level module.
+LAYERS = ["file_io", "configs", "shards", "sim", "assets", "runtime", "policy", "datagen", "training", "evaluation"]
+# Which project packages each package may import. file_io (atomic writes) is below everything: every layer writes
+# files. configs (plain data) and assets (meshes and textures) are leaves below sim: the scene sampler in sim draws
+# from the asset catalogue. shards (the dataset contract) is a leaf beside configs: datagen writes through it and
+# training reads through it, so neither needs the other's internals, and nothing below datagen knows about datasets.
+# runtime (Ray start-up, backend checks, the W&B mode) sits above sim and below every job that starts Ray, so none
+# of those jobs imports another for it. evaluation sits beside training: it measures checkpoints with sim and policy,
+# and neither imports the other.
 ALLOWED = {
-    "configs": set(),
-    "assets": set(),
-    "sim": {"configs", "assets"},
-    "policy": {"configs", "sim"},
-    "datagen": {"configs", "sim", "assets", "policy"},
-    "training": {"configs", "sim", "assets", "policy", "datagen"},
+    "file_io": set(),
+    "configs": {"file_io"},
+    "assets": {"file_io"},
+    "shards": {"file_io", "configs"},
+    "sim": {"file_io", "configs", "assets"},
+    "runtime": {"file_io", "configs", "sim"},
+    "policy": {"file_io", "configs", "sim"},
+    "datagen": {"file_io", "configs", "sim", "assets", "runtime", "policy", "shards"},
+    "training": {"file_io", "configs", "sim", "assets", "runtime", "policy", "datagen", "shards"},
+    "evaluation": {"file_io", "configs", "sim", "assets", "runtime", "policy"},
 }
+
+
+def _sources(layer: str) -> list[Path]:
+    module = ROOT / f"{layer}.py"
+    return [module] if module.is_file() else sorted((ROOT / layer).rglob("*.py"))
 
 
 def _imported_packages(path: Path) -> set[str]:
@@ -36,17 +52,24 @@ def _imported_packages(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("package", LAYERS)
 def test_imports_flow_one_way(package: str) -> None:
-    for path in sorted((ROOT / package).rglob("*.py")):
+    sources = _sources(package)
+    assert sources, f"{package}: no such package or module"
+    for path in sources:
         wrong = (_imported_packages(path) & set(LAYERS)) - ALLOWED[package] - {package}
         assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}, against the layering of DESIGN.md"
 
 
 def test_light_packages_do_not_load_heavy_backends() -> None:
     code = (
-        "import sys, configs, assets, sim, sim.geometry, sim.camera, sim.poses, sim.render, sim.scene\n"
-        "import policy, policy.control\n"
+        "import sys, file_io, configs, assets, sim, sim.geometry, sim.camera, sim.poses, sim.render, sim.scene\n"
+        "import policy, policy.control, shards\n"
         "heavy = {'mujoco', 'isaacsim', 'ray', 'wandb', 'omni', 'zarr'} & set(sys.modules)\n"
         "print(sorted(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_training_stream_reads_datasets_through_shards_not_datagen() -> None:
+    imported = _imported_packages(ROOT / "training" / "dataset.py")
+    assert "shards" in imported and "datagen" not in imported

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from configs.schema import Config
-
-
-def wandb_mode(cfg: Config) -> str:
-    """WANDB_MODE from the environment wins (e.g. `online` after `wandb login`); else the config's mode."""
-    return os.environ.get("WANDB_MODE", cfg.train.wandb.mode)
+from runtime.tracking import wandb_mode
 
 
 class Dashboard:
@@ -26,7 +21,7 @@ class Dashboard:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_file = run_dir / "metrics.jsonl"
         self.wandb: Any = None
-        mode = wandb_mode(cfg)
+        mode = wandb_mode(cfg.train.wandb)
         if mode != "disabled":
             import wandb
 

@@ -27,8 +27,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from configs.schema import DataConfig
-from datagen.shards import DamagedShardError, DatasetReader, ShardError, ShardMeta
 from policy.rotation import draw_quarter_turn, rotate_label, rotate_match_grid, turn_image
+from shards import DamagedShardError, DatasetReader, ShardError, ShardMeta
 from sim.geometry import relative_pose, rotation_angle
 
 Split = Literal["train", "val"]

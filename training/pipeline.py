@@ -20,10 +20,11 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
 
     from datagen.dagger import weights_by_push
     from datagen.producer import open_writer
-    from datagen.runner import check_local_backend, check_ray_address, init_ray, requested_cpus, start_producers
-    from datagen.shards import DatasetReader
+    from datagen.runner import requested_cpus, start_producers
     from policy.checkpoint import resume_point
-    from training.dashboard import wandb_mode
+    from runtime.ray_cluster import check_local_backend, check_ray_address, init_ray
+    from runtime.tracking import wandb_mode
+    from shards import DatasetReader
     from training.trainer import run_training
 
     check_local_backend(cfg)
@@ -31,7 +32,7 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
     cfg = with_absolute_paths(cfg)
     resume_point(cfg.train.checkpoints, cfg.policy)  # a checkpoint that cannot be resumed stops us before any work
     open_writer(cfg)
-    env = {"WANDB_MODE": wandb_mode(cfg), "WANDB_SILENT": "true"}
+    env = {"WANDB_MODE": wandb_mode(cfg.train.wandb), "WANDB_SILENT": "true"}
     started = init_ray(cfg, env, min_cpus=requested_cpus(cfg, trainer=True))
     try:
         actors = start_producers(cfg)

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from datagen.actors import NAMESPACE, dagger_name
+from datagen.actors import dagger_name
+from runtime.ray_cluster import NAMESPACE
 
 
 class WeightPusher:

@@ -14,9 +14,9 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from file_io import atomic_dir
 from policy.checkpoint import META, WEIGHTS, read_meta
 from policy.pretrained import PRETRAINED_DIR
 
@@ -25,7 +25,7 @@ CARD = "MODEL_CARD.md"
 
 
 def _data_counts(root: Path) -> dict[str, int]:
-    from datagen.shards import DatasetReader
+    from shards import DatasetReader
 
     counts: dict[str, int] = {}
     rounds: set[int] = set()
@@ -93,26 +93,16 @@ def ship(
     """
     meta = read_meta(checkpoint)
     dest_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest_root))
-    try:
+    out = dest_root / name
+    with atomic_dir(out) as tmp:  # ordinary modes (less the umask), not mkdtemp's private 0o700: it is package data
         shutil.copy2(checkpoint / WEIGHTS, tmp / WEIGHTS)
         # The optimiser state stays behind, and so does its checksum.
         shipped = {**meta, "sha256": {k: v for k, v in (meta.get("sha256") or {}).items() if k == WEIGHTS}}
         (tmp / META).write_text(json.dumps(shipped, indent=1))
         (tmp / CARD).write_text(model_card(name, meta, run, wall_minutes, eval_md))
-        tmp.chmod(0o755)  # mkdtemp makes it private; package data must be readable by everyone
-        for p in tmp.iterdir():
-            p.chmod(0o644)
         size = sum(p.stat().st_size for p in tmp.iterdir())
         if size > MAX_BYTES:
             raise ValueError(f"{name}: {size / 2**20:.1f} MB exceeds the {MAX_BYTES / 2**20:.0f} MB limit")
-        out = dest_root / name
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -225,8 +225,8 @@ def run_training(cfg: Config) -> Any:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from datagen.runner import check_ray_address, init_ray
-    from training.dashboard import wandb_mode
+    from runtime.ray_cluster import check_ray_address, init_ray
+    from runtime.tracking import wandb_mode
 
     cfg = with_absolute_paths(cfg)
     check_input_size(cfg)
@@ -236,7 +236,7 @@ def run_training(cfg: Config) -> Any:
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, "train_config.yaml")
-    env = {"WANDB_MODE": wandb_mode(cfg), "WANDB_SILENT": "true"}
+    env = {"WANDB_MODE": wandb_mode(cfg.train.wandb), "WANDB_SILENT": "true"}
     started = init_ray(cfg, env, min_cpus=t.workers * t.cpus_per_worker)
     try:
         trainer = TorchTrainer(

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from configs.schema import Config
+from file_io import atomic_path
 from policy.losses import label_log_norm, policy_loss
 from policy.matching import nearest_cells
 
@@ -147,8 +148,9 @@ def plot_validation(metrics_file: Path, out: Path) -> Path | None:
     fig.suptitle("validation (held-out scenes)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)
     return out

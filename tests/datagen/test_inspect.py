@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from datagen.inspect import LABELS, InspectError, check_shard, inspect, main
-from datagen.shards import DatasetReader, ShardError, ShardKey, array_sha256
-from tests.datagen import make_buffer, make_writer
+from shards import DatasetReader, ShardError, ShardKey, array_sha256
+from tests.shards import make_buffer, make_writer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,10 +12,10 @@ from configs import load_config
 from datagen.beta import beta_for_round
 from datagen.dagger import DaggerProducer
 from datagen.hemisphere import HemisphereProducer
-from datagen.shards import DatasetReader
 from policy import build_policy, save_checkpoint
 from policy.checkpoint import latest_checkpoint
 from policy.control import normalize_velocity, pbvs
+from shards import DatasetReader
 from sim.geometry import relative_pose
 
 SMALL = ["sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]"]
@@ -93,7 +93,7 @@ def test_rerun_fills_only_missing_shards(tmp_path: Path) -> None:
 )
 def test_a_rerun_with_another_config_is_refused_naming_the_keys(tmp_path: Path, override: str, refused) -> None:
     from datagen.producer import open_writer
-    from datagen.shards import ShardError
+    from shards import ShardError
 
     base = ["datagen.hemisphere.samples=10", "datagen.hemisphere.shard_samples=10"]
     cfg = _cfg(tmp_path, *base)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from datagen.runner import init_ray, run_datagen, start_producers
-from datagen.shards import DatasetReader, validate_arrays
+from datagen.runner import run_datagen, start_producers
+from runtime.ray_cluster import init_ray
+from shards import DatasetReader, validate_arrays
 
 SMALL = ["sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]", "datagen.num_cpus=2"]
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from policy.classical import CONTROLLERS, Controller, MatcherIBVS, MatcherPBVS, make_controller
+from policy.classical import CONTROLLERS, MatcherIBVS, MatcherPBVS
 from policy.control import pbvs
+from policy.interface import Controller
+from policy.registry import make_controller
 from sim import ServoEnv
 
 DT = 0.02

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,18 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     # Saving again over the same path replaces it atomically.
     save_checkpoint(policy, path, version=8)
     assert read_meta(path)["policy_version"] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # the replaced one is gone too
+
+
+def test_a_checkpoint_gets_the_ordinary_modes_not_private_ones(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(build_policy(_cfg()), tmp_path / "ckpt", version=1)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # mkdtemp would give 0o700: unreadable to a shared group
+    for f in path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f.name
 
 
 def test_loading_into_a_mismatched_config_fails_clearly(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def shipped():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def suite_cfg():  # type: ignore[no-untyped-def]
-    from training.suites import load_suite, suite_config
+    from evaluation.suites import load_suite, suite_config
 
     return suite_config("cpu", load_suite("canonical"))
 
@@ -47,14 +47,14 @@ def test_the_package_ships_it_with_a_model_card_within_25_mb(shipped) -> None:  
 
 
 def test_make_eval_resolves_the_shipped_policy() -> None:
-    from training.evaluate import make_plan
+    from evaluation.plan import make_plan
 
     _, plan = make_plan("cpu", [f"eval.checkpoint=pretrained:{NAME}", "eval.suites=[canonical]", "eval.episodes=1"])
     assert plan.checkpoint is not None and Path(plan.checkpoint) == pretrained_path(NAME).resolve()
 
 
 def test_it_points_along_the_pbvs_label_on_held_out_pairs(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
-    from training.openloop import open_loop_scores
+    from evaluation.openloop import open_loop_scores
 
     scores = open_loop_scores(shipped[0], suite_cfg, [SEED + i for i in range(PAIRS)])
     summary = scores.summary()
@@ -84,11 +84,11 @@ def test_its_velocity_depends_on_the_desired_image(shipped, suite_cfg) -> None: 
 
 def test_a_real_camera_converges_as_the_canonical_one_does(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
     """A 640x480 camera with fx != fy and an off-centre principal point, remapped to the canonical camera by Servo."""
+    from evaluation.episodes import run_episode
+    from evaluation.suites import load_suite, suite_config
     from policy.servo import ServoController
     from sim.camera import Camera
     from sim.env import ServoEnv
-    from training.episodes import run_episode
-    from training.suites import load_suite, suite_config
 
     policy, servo, e = shipped[0], suite_cfg.policy.servo, suite_cfg.eval
 

@@ -56,10 +56,13 @@ def test_without_isaac_the_backend_fails_at_once_with_an_install_hint() -> None:
 
 
 @pytest.mark.skipif(not NOT_HERE, reason="Isaac Sim can run here")
-@pytest.mark.parametrize("module", ["datagen", "training.pipeline"])
-def test_cli_refuses_isaac_before_starting_ray(module: str, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [("datagen", []), ("training.pipeline", []), ("evaluation", ["eval.controllers=[oracle]"])],  # no checkpoint
+)
+def test_cli_refuses_isaac_before_starting_ray(module: str, extra: list[str], tmp_path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", module, f"run.root={tmp_path}", "sim.backend=isaac"],
+        [sys.executable, "-m", module, f"run.root={tmp_path}", "sim.backend=isaac", *extra],
         capture_output=True,
         text=True,
         timeout=120,
@@ -71,7 +74,7 @@ def test_cli_refuses_isaac_before_starting_ray(module: str, tmp_path) -> None:
 
 
 def test_joining_a_cluster_leaves_the_check_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    from datagen.runner import check_local_backend
+    from runtime.ray_cluster import check_local_backend
 
     cfg = load_config("smoke", ["sim.backend=isaac", "datagen.ray_address=auto"])
     check_local_backend(cfg)  # the RTX workers check for themselves

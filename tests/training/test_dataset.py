@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from configs.schema import DataConfig
-from datagen.shards import DatasetWriter, ShardBuffer, ShardError, ShardKey
+from shards import DatasetWriter, ShardBuffer, ShardError, ShardKey
 from training.dataset import ShardStream, collate, make_loader, split_of_scene, wait_for_shards
 
 H = W = 32

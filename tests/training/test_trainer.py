@@ -192,7 +192,7 @@ def test_a_trainer_killed_at_any_moment_resumes_at_its_last_whole_step(tmp_path:
 def ray_session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     import ray
 
-    from datagen.runner import init_ray
+    from runtime.ray_cluster import init_ray
 
     assert init_ray(_cfg(tmp_path_factory.mktemp("ray")), {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}, 4)
     yield ray
@@ -201,7 +201,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
 
 def test_weights_reach_a_named_dagger_actor_and_absence_is_fine(ray_session) -> None:  # type: ignore[no-untyped-def]
     ray = ray_session
-    from datagen.actors import NAMESPACE
+    from runtime.ray_cluster import NAMESPACE
     from training.push import WeightPusher
 
     @ray.remote(num_cpus=0)
@@ -254,7 +254,7 @@ def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path,
 
 
 def test_pipeline_closes_the_loop(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
-    from datagen.shards import DatasetReader
+    from shards import DatasetReader
     from training.pipeline import run_pipeline
 
     cfg = _cfg(tmp_path, "run.name=pipe", "train.steps=6")

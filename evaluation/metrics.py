@@ -1,15 +1,14 @@
-"""Servo benchmark metrics as CNS reports them: success rate with a 95 % interval, final errors over successes, and
-the split of episodes by initial rotation into thirds (S/M/L)."""
+"""Servo benchmark metrics as CNS reports them: success rate with a 95 % Wilson interval, final errors over successes,
+and the split of episodes by initial rotation into thirds (S/M/L)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-Z95 = 1.959963984540054  # two-sided 95 % quantile of the normal distribution
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,12 +42,19 @@ def is_success(te_m: float, re_deg: float, desired_distance: float) -> bool:
 
 
 def success_interval(successes: int, n: int) -> tuple[float, float, float]:
-    """Success rate and its 95 % normal-approximation interval, clipped to [0, 1]."""
+    """Success rate and its 95 % Wilson score interval: (rate, low, high).
+
+    Wilson rather than the normal approximation, whose interval collapses to a point at 0/n and n/n ("20/20
+    (100-100)") and overshoots [0, 1] near them; with 20 episodes, 20/20 gives 84-100 %.
+    """
     if n <= 0:
         raise ValueError(f"need at least one episode, got {n}")
-    p = successes / n
-    half = Z95 * math.sqrt(p * (1.0 - p) / n)
-    return p, max(0.0, p - half), min(1.0, p + half)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be within 0..{n}, got {successes}")
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return successes / n, float(ci.low), float(ci.high)
 
 
 def summarise(episodes: Sequence[Episode]) -> dict[str, float]:

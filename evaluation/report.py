@@ -5,24 +5,21 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from configs.schema import Config
-from training.episodes import CNS_GAIN
-from training.metrics import Episode, by_initial_rotation, summarise
-from training.suites import Suite
-
-if TYPE_CHECKING:
-    from training.evaluate import Plan
+from evaluation.episodes import CNS_GAIN
+from evaluation.metrics import Episode, by_initial_rotation, summarise
+from evaluation.plan import Job, Plan
+from evaluation.suites import Suite
+from file_io import write_bytes
 
 SPLITS = ("S", "M", "L")
 
@@ -38,7 +35,7 @@ class Report:
     rows: list[dict[str, Any]]
 
 
-def _grouped(results: Sequence[tuple[Any, Episode]]) -> dict[tuple[str, str], list[Episode]]:
+def _grouped(results: Sequence[tuple[Job, Episode]]) -> dict[tuple[str, str], list[Episode]]:
     out: dict[tuple[str, str], list[Episode]] = {}
     for job, ep in results:
         out.setdefault((job.suite, job.controller), []).append(ep)
@@ -63,7 +60,7 @@ def _row(suite: str, controller: str, split: str, episodes: Sequence[Episode]) -
     }
 
 
-def make_rows(suites: Sequence[Suite], results: Sequence[tuple[Any, Episode]]) -> list[dict[str, Any]]:
+def make_rows(suites: Sequence[Suite], results: Sequence[tuple[Job, Episode]]) -> list[dict[str, Any]]:
     """One row per (suite, controller) over all episodes (split "all"), then one per S/M/L third of them."""
     rows = []
     for (suite, controller), eps in _grouped(results).items():
@@ -99,7 +96,7 @@ def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
         f"# Servo benchmark: {cfg.run.name}",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Commands executed at {CNS_GAIN:g}x. Success: final TE < 0.1 "
-        f"|desired position| and RE < 10°. TE and RE over successes; SR with a 95 % interval. "
+        f"|desired position| and RE < 10°. TE and RE over successes; SR with a 95 % Wilson interval. "
         f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}. Suite setups at the end.",
         "",
         "| suite | controller | SR (95 % CI) | TE (mm) | RE (°) | steps | FPS | failures |",
@@ -206,20 +203,11 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def _write(path: Path, data: str | bytes) -> Path:
-    # Temp file in the same folder, then rename: a reader sees the old file or the new one, never half of one.
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
-def _episode_record(job: Any, ep: Episode) -> dict[str, Any]:
+def _episode_record(job: Job, ep: Episode) -> dict[str, Any]:
     return {
         "suite": job.suite,
         "controller": job.controller,
@@ -235,7 +223,7 @@ def _episode_record(job: Any, ep: Episode) -> dict[str, Any]:
     }
 
 
-def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Any, Episode]]) -> Report:
+def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Job, Episode]]) -> Report:
     """Write results.md, results.json, episodes.jsonl and the PNGs to eval.root, and log them to W&B."""
     out = Path(cfg.eval.root)
     suites = plan.suites
@@ -256,16 +244,16 @@ def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Any, Episode]]
 
 
 def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Path]) -> None:
-    from training.dashboard import wandb_mode
+    from runtime.tracking import wandb_mode
 
-    mode = wandb_mode(cfg)
+    mode = wandb_mode(cfg.eval.wandb)
     if mode == "disabled":
         return
     import wandb
 
     run = wandb.init(
-        project=cfg.train.wandb.project,
-        entity=cfg.train.wandb.entity,
+        project=cfg.eval.wandb.project,
+        entity=cfg.eval.wandb.entity,
         name=f"{cfg.run.name}-eval",
         job_type="eval",
         dir=cfg.eval.root,

@@ -1,4 +1,5 @@
-"""`make eval`: suites, the episode plan, in-process and Ray runs, the CNSv2 controller, and the written report."""
+"""`make eval` (`python -m evaluation`): suites, the episode plan, in-process and Ray runs, the CNSv2 controller, and
+the written report."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import pytest
 from configs import load_config
 from configs.loader import ConfigError
 from configs.schema import EVAL_CONTROLLERS
+from evaluation.plan import make_plan
+from evaluation.report import write_report
+from evaluation.runner import EvalWorker, main, run_jobs
+from evaluation.suites import available_suites, load_suite, suite_config
 from policy.checkpoint import build_policy, save_checkpoint
+from policy.registry import available_controllers, make_controller
 from policy.servo import ServoController, ServoOutput
-from training.evaluate import EvalWorker, main, make_plan, run_jobs
-from training.report import write_report
-from training.suites import available_suites, load_suite, suite_config
 
-SMALL = ["sim.camera.width=64", "sim.camera.height=64", "train.wandb.mode=disabled"]
+SMALL = ["sim.camera.width=64", "sim.camera.height=64", "eval.wandb.mode=disabled"]
 
 
 def _plan(tmp_path: Path, *overrides: str):
@@ -184,10 +187,21 @@ def test_every_eval_controller_is_built_by_the_worker(tmp_path: Path) -> None:
     assert built["sift_pbvs"].limits == (limits.max_linear, limits.max_angular)  # the same speed limits for all
 
 
+def test_the_registry_builds_exactly_the_controllers_the_config_accepts() -> None:
+    assert available_controllers() == sorted(EVAL_CONTROLLERS)  # importing evaluation registered "oracle"
+    with pytest.raises(ValueError, match=r"'oracle' reads the true pose"):
+        make_controller("oracle")
+
+
 def test_wandb_gets_the_table_and_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=1")
+    # The benchmark's W&B settings are its own: training's mode does not decide whether it logs.
+    args = ["eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=1", "train.wandb.mode=offline"]
+    cfg, plan = _plan(tmp_path / "off", *args)
+    write_report(cfg, plan, run_jobs(cfg, plan))
+    assert not (Path(cfg.eval.root) / "wandb").exists()
+    cfg, plan = _plan(tmp_path, *args, "eval.wandb.mode=offline", "train.wandb.mode=disabled")
     write_report(cfg, plan, run_jobs(cfg, plan))
     runs = list((Path(cfg.eval.root) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

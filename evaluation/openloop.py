@@ -4,7 +4,7 @@ Each pair is the first frame of a benchmark episode (`ServoEnv.reset(seed)`), so
 assets, initial poses drawn like desired ones. The policy runs through `Servo`, exactly as in closed loop (quarter-turn
 search included), and its normalised velocity is compared with the PBVS label of the true pose.
 
-    python -m training.openloop --config cpu eval.checkpoint=pretrained:cnsv2-cpu
+    python -m evaluation.openloop --config cpu eval.checkpoint=pretrained:cnsv2-cpu
 """
 
 from __future__ import annotations
@@ -99,11 +99,11 @@ def stop_norms(policy: object, cfg: Config, seeds: list[int]) -> dict[str, np.nd
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: print the open-loop summary of a checkpoint on the first frames of a suite's episodes."""
+    from evaluation.plan import resolve_checkpoint
+    from evaluation.suites import load_suite, suite_config
     from policy.checkpoint import load_checkpoint
-    from training.evaluate import resolve_checkpoint
-    from training.suites import load_suite, suite_config
 
-    parser = argparse.ArgumentParser(prog="python -m training.openloop", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m evaluation.openloop", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="smoke")
     parser.add_argument("--suite", default="canonical")
     parser.add_argument("--pairs", type=int, default=100)

@@ -7,34 +7,14 @@ import time
 
 import numpy as np
 
-from policy.classical import Controller, ControlOutput
-from policy.control import executed_velocity, pbvs
+from evaluation.metrics import Episode, Trace, is_success
+from policy.control import executed_velocity
+from policy.interface import Controller
 from sim.env import ServoEnv
-from training.metrics import Episode, Trace, is_success
 
 CNS_GAIN = 2.0  # CNS executes twice the predicted velocity
 # CNS aborts a matcher-based controller that finds no matches; we allow a few steps' grace for a RANSAC hiccup.
 FAIL_STEPS = 3
-
-
-class OracleController:
-    """PBVS on the true pose: the upper bound, and the only controller allowed to stop on ground truth."""
-
-    name = "oracle"
-
-    def __init__(self, env: ServoEnv, lam: float = 1.0, stop_te: float = 1e-4, stop_re_deg: float = 0.01) -> None:
-        self.env, self.lam = env, lam
-        self.stop_te, self.stop_re_deg = stop_te, stop_re_deg
-
-    def reset(self, desired_rgb: np.ndarray, K: np.ndarray, scene_scale: float) -> None:
-        """Nothing to prepare: the oracle reads the pose from the environment."""
-        self.scale = scene_scale
-
-    def step(self, rgb: np.ndarray) -> ControlOutput:
-        """PBVS on env.dTc; stops once the true error is below the thresholds (in units of d*)."""
-        te, re = self.env.pose_error()
-        stop = te < self.stop_te * self.scale and re < self.stop_re_deg
-        return ControlOutput(pbvs(self.env.dTc, self.lam), stop, True, {"te": te, "re": re})
 
 
 def run_episode(

@@ -1,5 +1,6 @@
-"""The neural controller (paper Sec. III.F): a transformer over current-image tokens conditioned on the matching
-representation (and fine features), predicting the log-norm and direction of the normalised velocity (Eq. 22).
+"""The velocity head, the paper's "controller" network (Sec. III.F): a transformer over current-image tokens
+conditioned on the matching representation (and fine features), predicting the log-norm and direction of the
+normalised velocity (Eq. 22). A network module, not a closed-loop controller (those are `policy.interface`'s).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class AttentionPool(nn.Module):
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, C))
 
 
-class Controller(nn.Module):
+class VelocityHead(nn.Module):
     """Tokens = [current features, normalised representation, fine features] -> RoPE transformer -> (l, d)."""
 
     def __init__(
@@ -61,7 +62,7 @@ class Controller(nn.Module):
         parts = [tokens, self.rep_norm(rep.flatten(2).transpose(1, 2).to(tokens.dtype))]
         if self.fine_dim:
             if fine is None:
-                raise ValueError("this controller was built with fine features; pass them")
+                raise ValueError("this velocity head was built with fine features; pass them")
             parts.append(fine.flatten(2).transpose(1, 2).to(tokens.dtype))
         x = self.embed(torch.cat(parts, dim=-1))
         rope = self.rope(h, w, x)

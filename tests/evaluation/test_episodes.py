@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from configs import load_config
-from policy.classical import ControlOutput
+from evaluation.episodes import run_episode
+from evaluation.metrics import summarise
+from evaluation.oracle import OracleController
+from policy.interface import ControlOutput
 from sim import ServoEnv
-from training.episodes import OracleController, run_episode
-from training.metrics import summarise
 
 # The CNS benchmark draws the initial pose from the desired distribution (shared/notes/benchmark-protocol.md).
 BENCHMARK_POSES = [

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from configs import load_config
-from datagen.runner import check_ray_address, run_datagen
+from datagen.runner import run_datagen
+from runtime.ray_cluster import check_ray_address
 
 
 def _closed_port() -> int:

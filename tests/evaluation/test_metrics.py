@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from training.metrics import Episode, by_initial_rotation, is_success, success_interval, summarise
+from evaluation.metrics import Episode, by_initial_rotation, is_success, success_interval, summarise
 
 
 def test_success_rule_follows_cns() -> None:
@@ -16,14 +16,37 @@ def test_success_rule_follows_cns() -> None:
     assert is_success(0.04, 1.0, desired_distance=0.5) and not is_success(0.06, 1.0, desired_distance=0.5)
 
 
-def test_success_interval_is_the_normal_approximation() -> None:
-    p, lo, hi = success_interval(18, 20)
-    assert p == 0.9
-    half = 1.959963984540054 * math.sqrt(0.9 * 0.1 / 20)
-    assert lo == pytest.approx(0.9 - half) and hi == pytest.approx(1.0)  # clipped at 1
-    assert success_interval(20, 20) == (1.0, 1.0, 1.0)
-    with pytest.raises(ValueError):
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    # The textbook formula, to check scipy's interval against an independent computation.
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize(
+    ("k", "low", "high"),
+    [(0, 0.0, 0.16113), (2, 0.02787, 0.30103), (13, 0.43285, 0.81881), (18, 0.69897, 0.97213), (20, 0.83887, 1.0)],
+)
+def test_success_interval_is_wilson(k: int, low: float, high: float) -> None:
+    p, lo, hi = success_interval(k, 20)
+    assert p == k / 20
+    assert (lo, hi) == pytest.approx((low, high), abs=1e-5)  # published Wilson 95 % values for k/20
+    assert (lo, hi) == pytest.approx(_wilson(k, 20), abs=1e-9)
+
+
+def test_all_or_nothing_still_has_an_interval() -> None:
+    # The normal approximation gave 0/20 -> (0, 0) and 20/20 -> (1, 1): no uncertainty at all.
+    _, lo, hi = success_interval(0, 20)
+    assert lo == 0.0 and 0.15 < hi < 0.17
+    _, lo, hi = success_interval(20, 20)
+    assert 0.83 < lo < 0.85 and hi == 1.0
+    _, lo, hi = success_interval(1, 1)
+    assert 0.2 < lo < 0.21 and hi == 1.0  # one episode says little
+    with pytest.raises(ValueError, match="at least one episode"):
         success_interval(0, 0)
+    with pytest.raises(ValueError, match=r"within 0\.\.20"):
+        success_interval(21, 20)
 
 
 def test_summary_averages_errors_over_successes_only() -> None:

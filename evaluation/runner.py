@@ -1,12 +1,12 @@
-"""`python -m training.evaluate` (`make eval`): closed-loop servo benchmark of CNSv2 against classical servoing.
+"""`python -m evaluation` (`make eval`): closed-loop servo benchmark of CNSv2 against classical servoing.
 
 Every (suite, controller) pair runs the same `eval.episodes` episodes (seeds eval.seed + i), in parallel on Ray
 actors where cores allow. Results go to eval.root (runs/<run.name>/eval/): results.md, results.json,
-episodes.jsonl, error-vs-step curves and 3-D camera paths (PNG), and W&B unless it is disabled.
+episodes.jsonl, error-vs-step curves and 3-D camera paths (PNG), and W&B (eval.wandb) unless it is disabled.
 Examples:
-  python -m training.evaluate
-  python -m training.evaluate eval.suites=[canonical] eval.controllers=[oracle,sift_pbvs] eval.episodes=20
-  python -m training.evaluate --config paper eval.checkpoint=runs/paper/checkpoints/step_050000
+  python -m evaluation
+  python -m evaluation eval.suites=[canonical] eval.controllers=[oracle,sift_pbvs] eval.episodes=20
+  python -m evaluation --config paper eval.checkpoint=runs/paper/checkpoints/step_050000
 """
 
 from __future__ import annotations
@@ -15,74 +15,20 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from configs import add_config_arguments, load_config
+from configs import add_config_arguments
 from configs.loader import ConfigError
 from configs.schema import Config
-from training.metrics import Episode
-from training.suites import Suite, load_suite, suite_config
+from evaluation.metrics import Episode
+from evaluation.plan import Job, Plan, make_plan
+from policy.interface import Controller
+from policy.registry import ControllerSetup, make_controller
 
-CNSV2 = ("cnsv2", "cnsv2_pbvs")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One episode to run."""
-
-    suite: str
-    controller: str
-    seed: int
-
-
-@dataclass
-class Plan:
-    """Everything a benchmark needs: the suites with their configs, the jobs and the CNSv2 checkpoint."""
-
-    suites: list[Suite]
-    configs: dict[str, Config]
-    jobs: list[Job]
-    checkpoint: str | None
-
-
-def resolve_checkpoint(cfg: Config, controllers: Sequence[str]) -> str | None:
-    """The CNSv2 checkpoint folder (absolute) when a CNSv2 controller is measured; a clear error when there is none."""
-    if not any(c in CNSV2 for c in controllers):
-        return None
-    from policy.checkpoint import latest_checkpoint
-    from policy.pretrained import PREFIX, pretrained_path
-
-    if cfg.eval.checkpoint and cfg.eval.checkpoint.startswith(PREFIX):
-        return str(pretrained_path(cfg.eval.checkpoint).resolve())
-    path = Path(cfg.eval.checkpoint) if cfg.eval.checkpoint else latest_checkpoint(cfg.train.checkpoints)
-    if path is None or not path.is_dir():
-        where = cfg.eval.checkpoint or f"under {cfg.train.checkpoints}"
-        raise FileNotFoundError(
-            f"no CNSv2 checkpoint {where}: run `make pipeline` (or `make train`) first, point eval.checkpoint at a "
-            f"checkpoint folder, or leave cnsv2 out, e.g. eval.controllers=[oracle,sift_pbvs,orb_pbvs,sift_ibvs]"
-        )
-    return str(path.resolve())
-
-
-def make_plan(base: str | os.PathLike[str], overrides: Sequence[str] = ()) -> tuple[Config, Plan]:
-    """Load the run config and every suite's config, and list the episodes (sorted by suite, so actors reuse envs)."""
-    cfg = load_config(base, overrides)
-    suites = [load_suite(name) for name in cfg.eval.suites]
-    configs = {s.name: suite_config(base, s, overrides) for s in suites}
-    jobs = [
-        Job(s.name, c, cfg.eval.seed + i)
-        for s in suites
-        for c in cfg.eval.controllers
-        if s.applies_to(c)
-        for i in range(cfg.eval.episodes)
-    ]
-    if not jobs:
-        raise ConfigError([f"eval.controllers {cfg.eval.controllers} measure nothing in suites {cfg.eval.suites}"])
-    measured = sorted({j.controller for j in jobs})
-    return cfg, Plan(suites, configs, jobs, resolve_checkpoint(cfg, measured))
+if TYPE_CHECKING:
+    from policy.network import CNSv2Policy
+    from sim.env import ServoEnv
 
 
 class EvalWorker:
@@ -91,11 +37,11 @@ class EvalWorker:
     def __init__(self, configs: dict[str, Config], checkpoint: str | None, device: str = "cpu") -> None:
         self.configs, self.checkpoint, self.device = configs, checkpoint, device
         self._suite: str | None = None
-        self._env: Any = None
-        self._policy: Any = None
+        self._env: ServoEnv | None = None
+        self._policy: CNSv2Policy | None = None
 
-    def _env_for(self, suite: str) -> Any:
-        if suite != self._suite:
+    def _env_for(self, suite: str) -> ServoEnv:
+        if self._env is None or suite != self._suite:
             from sim.env import ServoEnv
 
             if self._env is not None:
@@ -103,33 +49,30 @@ class EvalWorker:
             self._env, self._suite = ServoEnv(self.configs[suite].sim), suite
         return self._env
 
-    def _controller(self, suite: str, name: str, env: Any) -> Any:
-        from policy.classical import CONTROLLERS, make_controller
-        from training.episodes import OracleController
-
-        if name == "oracle":
-            return OracleController(env)
-        cfg = self.configs[suite]
-        if name in CONTROLLERS:
-            limits = cfg.policy.servo
-            return make_controller(name, max_linear=limits.max_linear, max_angular=limits.max_angular)
-        if name not in CNSV2:
-            raise ValueError(f"unknown controller {name!r}")
-        from policy.servo import ServoController
-
+    def _load_policy(self) -> CNSv2Policy:
         if self._policy is None:
             from policy.checkpoint import load_checkpoint
 
             if self.checkpoint is None:
                 raise ValueError("a CNSv2 controller needs a checkpoint")
             self._policy, _ = load_checkpoint(self.checkpoint, device=self.device)
-        servo = cfg.policy.servo.model_copy(update={"hybrid": name == "cnsv2"})
-        e = cfg.eval
-        return ServoController(self._policy, servo, name=name, stop_velocity=e.stop_velocity, stop_steps=e.stop_steps)
+        return self._policy
+
+    def _controller(self, suite: str, name: str, env: ServoEnv) -> Controller:
+        cfg = self.configs[suite]
+        # Every controller gets the same speed limits; only CNSv2 loads the weights, only the oracle reads the env.
+        setup = ControllerSetup(
+            servo=cfg.policy.servo,
+            stop_velocity=cfg.eval.stop_velocity,
+            stop_steps=cfg.eval.stop_steps,
+            load_policy=self._load_policy,
+            env=env,
+        )
+        return make_controller(name, setup)
 
     def run(self, job: Job) -> tuple[Job, Episode]:
         """Run one episode."""
-        from training.episodes import run_episode
+        from evaluation.episodes import run_episode
 
         env = self._env_for(job.suite)
         servo = self.configs[job.suite].policy.servo
@@ -177,7 +120,7 @@ def _run_on_ray(cfg: Config, plan: Plan, n: int, done: Callable[[Job, Episode], 
     import ray
     from ray.util import ActorPool
 
-    from datagen.runner import init_ray
+    from runtime.ray_cluster import init_ray
 
     started = init_ray(cfg, min_cpus=n)
     # A GPU run shares the GPU between the actors; one CPU each keeps MuJoCo and OpenCV from oversubscribing.
@@ -198,11 +141,11 @@ def _run_on_ray(cfg: Config, plan: Plan, n: int, done: Callable[[Job, Episode], 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, write the report and print a one-line summary."""
     parser = argparse.ArgumentParser(
-        prog="python -m training.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    from datagen.runner import check_local_backend
+    from runtime.ray_cluster import check_local_backend
     from sim.isaac_backend import IsaacUnavailable
 
     try:
@@ -213,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from training.report import write_report
+    from evaluation.report import write_report
 
     t0 = time.time()
     successes = 0

@@ -1,0 +1,76 @@
+"""What a benchmark run measures: every suite's config, one job per (suite, controller, seed), and the CNSv2
+checkpoint when a CNSv2 controller is among them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from configs import load_config
+from configs.loader import ConfigError
+from configs.schema import Config
+from evaluation.suites import Suite, load_suite, suite_config
+
+CNSV2 = ("cnsv2", "cnsv2_pbvs")  # the controllers that need network weights
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode to run."""
+
+    suite: str
+    controller: str
+    seed: int
+
+
+@dataclass
+class Plan:
+    """Everything a benchmark needs: the suites with their configs, the jobs and the CNSv2 checkpoint."""
+
+    suites: list[Suite]
+    configs: dict[str, Config]
+    jobs: list[Job]
+    checkpoint: str | None
+
+
+def resolve_checkpoint(cfg: Config, controllers: Sequence[str]) -> str | None:
+    """The CNSv2 checkpoint folder (absolute) when a CNSv2 controller is measured; a clear error when there is none.
+
+    `eval.checkpoint` is a folder or `pretrained:<name>`; without it, the newest checkpoint under `train.checkpoints`
+    (what `make pipeline` wrote) is measured.
+    """
+    if not any(c in CNSV2 for c in controllers):
+        return None
+    from policy.checkpoint import latest_checkpoint
+    from policy.pretrained import PREFIX, pretrained_path
+
+    if cfg.eval.checkpoint and cfg.eval.checkpoint.startswith(PREFIX):
+        return str(pretrained_path(cfg.eval.checkpoint).resolve())
+    path = Path(cfg.eval.checkpoint) if cfg.eval.checkpoint else latest_checkpoint(cfg.train.checkpoints)
+    if path is None or not path.is_dir():
+        where = cfg.eval.checkpoint or f"under {cfg.train.checkpoints}"
+        raise FileNotFoundError(
+            f"no CNSv2 checkpoint {where}: run `make pipeline` (or `make train`) first, point eval.checkpoint at a "
+            f"checkpoint folder, or leave cnsv2 out, e.g. eval.controllers=[oracle,sift_pbvs,orb_pbvs,sift_ibvs]"
+        )
+    return str(path.resolve())
+
+
+def make_plan(base: str | os.PathLike[str], overrides: Sequence[str] = ()) -> tuple[Config, Plan]:
+    """Load the run config and every suite's config, and list the episodes (sorted by suite, so actors reuse envs)."""
+    cfg = load_config(base, overrides)
+    suites = [load_suite(name) for name in cfg.eval.suites]
+    configs = {s.name: suite_config(base, s, overrides) for s in suites}
+    jobs = [
+        Job(s.name, c, cfg.eval.seed + i)
+        for s in suites
+        for c in cfg.eval.controllers
+        if s.applies_to(c)
+        for i in range(cfg.eval.episodes)
+    ]
+    if not jobs:
+        raise ConfigError([f"eval.controllers {cfg.eval.controllers} measure nothing in suites {cfg.eval.suites}"])
+    measured = sorted({j.controller for j in jobs})
+    return cfg, Plan(suites, configs, jobs, resolve_checkpoint(cfg, measured))
