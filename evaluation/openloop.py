@@ -5,6 +5,9 @@ assets, initial poses drawn like desired ones. The policy runs through `Servo`, 
 search included), and its normalised velocity is compared with the PBVS label of the true pose.
 
     python -m evaluation.openloop --config cpu eval.checkpoint=pretrained:cnsv2-cpu
+
+`--stop` adds |v| at, near and beyond the goal (to calibrate `eval.stop_velocity`); `--probe` adds the
+translation-tilt ambiguity probe (`ambiguity_probe`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from configs import load_config
 from configs.schema import Config
 from policy.control import normalize_velocity, pbvs
 from policy.rotation import nearest_quarter_turn
+from sim.geometry import exp_so3, relative_pose
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,45 @@ def stop_norms(policy: object, cfg: Config, seeds: list[int]) -> dict[str, np.nd
     return {k: np.array(v) for k, v in out.items()}
 
 
+# Angles (deg) of the ambiguity probe: around the success bound (an orbit of 5.7° is TE 0.1 d*).
+PROBE_DEG = (3.0, 6.0, 10.0, 15.0)
+
+
+def ambiguity_probe(policy: object, cfg: Config, seeds: list[int]) -> dict[tuple[str, float], np.ndarray]:
+    """The policy against the translation-tilt ambiguity: (|v| predicted, |v| label, cosine) per goal, (S, 3).
+
+    For each episode seed and angle in `PROBE_DEG`, the current camera is moved from the desired pose three ways with
+    the same axis a (random, normal to the optical axis): "orbit", about the point d* ahead (`sim.poses.orbit_pose`,
+    where translation and tilt nearly cancel in the image), "lateral", translated by angle x d* along z x a, and
+    "tilt", turned in place about a. A policy that cannot see the difference stops short on the orbit.
+    """
+    from policy.servo import Servo
+    from sim.env import ServoEnv
+    from sim.poses import orbit_pose
+
+    rows: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
+    with ServoEnv(cfg.sim) as env:
+        for seed in seeds:
+            env.reset(seed)
+            rng = np.random.default_rng(seed)
+            servo = Servo(policy, env.desired_frame().rgb, env.camera.K, env.scene_scale)  # type: ignore[arg-type]
+            wTd, z = env.wTd, env.wTd[:3, 2]
+            for deg in PROBE_DEG:
+                a = rng.normal(size=3)
+                a -= (a @ z) * z
+                rotvec = np.radians(deg) * a / np.linalg.norm(a)
+                lateral = wTd.copy()
+                lateral[:3, 3] += np.cross(rotvec, z) * env.scene_scale
+                tilt = wTd.copy()
+                tilt[:3, :3] = exp_so3(rotvec) @ wTd[:3, :3]
+                for name, wTc in (("orbit", orbit_pose(wTd, rotvec)), ("lateral", lateral), ("tilt", tilt)):
+                    pred = servo.step(env.renderer.render(env.camera.K, wTc).rgb).velocity_unit
+                    label = normalize_velocity(pbvs(relative_pose(wTd, wTc)), env.scene_scale)
+                    cos = float(pred @ label / max(np.linalg.norm(pred) * np.linalg.norm(label), 1e-12))
+                    rows.setdefault((name, deg), []).append((np.linalg.norm(pred), np.linalg.norm(label), cos))
+    return {k: np.array(v) for k, v in rows.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: print the open-loop summary of a checkpoint on the first frames of a suite's episodes."""
     from evaluation.plan import resolve_checkpoint
@@ -108,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--suite", default="canonical")
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--stop", action="store_true", help="also print |v| quantiles at, near and beyond the goal")
+    parser.add_argument("--probe", action="store_true", help="also print the translation-tilt ambiguity probe")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
@@ -120,6 +164,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, norms in stop_norms(policy, suite_cfg, seeds).items():
             q = np.quantile(norms, [0.1, 0.5, 0.9])
             print(f"|v| {name}: p10 {q[0]:.4f} median {q[1]:.4f} p90 {q[2]:.4f}")
+    if args.probe:
+        stop = suite_cfg.eval.stop_velocity
+        for (name, deg), r in sorted(ambiguity_probe(policy, suite_cfg, seeds).items()):
+            print(
+                f"{name:7s} {deg:4.0f}°: |v| median {np.median(r[:, 0]):.3f} (label {np.median(r[:, 1]):.3f}), "
+                f"cos median {np.median(r[:, 2]):.2f}, below the stop {np.mean(r[:, 0] < stop):.0%}"
+            )
 
 
 if __name__ == "__main__":

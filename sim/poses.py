@@ -99,20 +99,28 @@ def sample_near(
     return T @ make_pose(exp_so3(angle * _unit_vector(rng)), t)
 
 
-def sample_orbit(rng: np.random.Generator, wTd: ArrayLike, rotation_deg: tuple[float, float]) -> np.ndarray:
-    """Draw wTc on the orbit through wTd about the point d* ahead of the desired camera, angle log-uniform.
+def orbit_pose(wTd: ArrayLike, rotvec: ArrayLike) -> np.ndarray:
+    """Turn the camera wTd by the rotation vector `rotvec` (world frame, rad) about the point d* ahead of it.
 
-    c = t_d + d* z_d is the point the desired optical axis meets at the scene's distance. wTc = [R, (I - R) c] wTd
-    with R = exp(theta a), a uniform among the axes normal to z_d: the camera keeps looking at c, so translation and
-    tilt nearly cancel in the image. TE = 2 d* sin(theta / 2) and RE = theta, about 1 d* per radian, the ambiguity in
-    which a coarse matcher stops short of the goal (README, issue 12); `sample_near` almost never draws it.
+    c = t_d + d* z_d is the point the optical axis meets at the scene's distance; wTc = [R, (I - R) c] wTd with
+    R = exp(rotvec). For an axis normal to z_d the camera keeps looking at c from distance d*, so translation and tilt
+    nearly cancel in the image: TE = 2 d* sin(theta / 2), RE = theta.
     """
     T = as_array(wTd, (4, 4), "wTd")
-    d = scene_scale(T)
+    R = exp_so3(as_array(rotvec, (3,), "rotvec"))
+    c = T[:3, 3] + scene_scale(T) * T[:3, 2]
+    return make_pose(R, c - R @ c) @ T
+
+
+def sample_orbit(rng: np.random.Generator, wTd: ArrayLike, rotation_deg: tuple[float, float]) -> np.ndarray:
+    """Draw wTc on the orbit through wTd about the point d* ahead (`orbit_pose`), the angle log-uniform.
+
+    The axis is uniform among those normal to the optical axis. TE/RE is about 1 d* per radian there: the ambiguity in
+    which a coarse matcher stops short of the goal (README, "The CPU recipe"); `sample_near` almost never draws it.
+    """
+    T = as_array(wTd, (4, 4), "wTd")
     z = T[:3, 2]
     a = _unit_vector(rng)
     a = a - (a @ z) * z
     a /= np.linalg.norm(a)
-    R = exp_so3(np.radians(_log_uniform(rng, *rotation_deg, "near_goal_rotation_deg")) * a)
-    c = T[:3, 3] + d * z
-    return make_pose(R, c - R @ c) @ T
+    return orbit_pose(T, np.radians(_log_uniform(rng, *rotation_deg, "near_goal_rotation_deg")) * a)

@@ -24,7 +24,7 @@ def test_imports_only_numpy_trimesh_pillow_opencv_and_itself() -> None:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                ok = top in ALLOWED_THIRD_PARTY | {"assets", "__future__"} or top in sys.stdlib_module_names
+                ok = top in ALLOWED_THIRD_PARTY | {"assets", "file_io", "__future__"} or top in sys.stdlib_module_names
                 assert ok, f"{path.name} imports {name}"
 
 
