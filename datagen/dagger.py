@@ -17,11 +17,11 @@ import numpy as np
 from configs.schema import Config
 from datagen.beta import beta_for_round
 from datagen.producer import ProducerProgress, informative, open_writer
-from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
 from policy.control import denormalize_velocity, executed_velocity, normalize_velocity, pbvs
 from policy.matching import gt_coarse_match
 from shards import ShardBuffer, ShardKey
 from sim.env import ServoEnv
+from sim.seeds import PRODUCER_IDS, Stream, derive_seed, rng_for
 
 PRODUCER = "dagger"
 EXPERT_VERSION = -1
@@ -182,7 +182,7 @@ class DaggerProducer:
                 self._swap_pending()  # between episodes only, so an episode uses one policy
             seed = derive_seed(self.cfg.run.seed, PRODUCER_IDS[PRODUCER], key.round, key.index, episode)
             beta = 1.0 if self.policy is None else beta_for_round(d.beta, self.round)
-            act_rng = rng_for(seed, 3)
+            act_rng = rng_for(seed, Stream.DAGGER_COIN)
             frame = self.env.reset(seed)
             scale = self.env.scene_scale
             episode += 1

@@ -18,6 +18,7 @@ from configs import load_config
 from configs.schema import Config
 from policy.control import normalize_velocity, pbvs
 from policy.rotation import nearest_quarter_turn
+from sim.seeds import Stream, rng_for
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def stop_norms(policy: object, cfg: Config, seeds: list[int]) -> dict[str, np.nd
     with ServoEnv(cfg.sim) as env:
         for seed in seeds:
             env.reset(seed)
-            rng = np.random.default_rng([seed, 7])
+            rng = rng_for(seed, Stream.STOP_CALIBRATION)
             servo = Servo(policy, env.desired_frame().rgb, env.camera.K, env.scene_scale)  # type: ignore[arg-type]
             poses = {
                 "goal": env.wTd,
