@@ -175,12 +175,14 @@ class DaggerProducer:
         buf = ShardBuffer(cam.height, cam.width, coarse_grid=grid)
         driven, steps = 0, 0
         episode = 0
+        seeds: list[int] = []
         while len(buf) < n:
             if episode > 20 + 4 * n:
                 raise RuntimeError(f"{key.id}: renders keep coming out constant; is the renderer broken?")
             if episode:
                 self._swap_pending()  # between episodes only, so an episode uses one policy
             seed = derive_seed(self.cfg.run.seed, PRODUCER_IDS[PRODUCER], key.round, key.index, episode)
+            seeds.append(seed)
             beta = 1.0 if self.policy is None else beta_for_round(d.beta, self.round)
             act_rng = rng_for(seed, Stream.DAGGER_COIN)
             frame = self.env.reset(seed)
@@ -219,7 +221,15 @@ class DaggerProducer:
                 )
                 if self.env.done:
                     break
-        meta = {"round_beta": beta, "policy_steps": driven, "steps": steps}
+        # Every episode seed drawn, skipped ones too, as the hemisphere sidecar records its scene seeds: with the run
+        # seed they say how each episode was made.
+        meta = {
+            "round_beta": beta,
+            "policy_steps": driven,
+            "steps": steps,
+            "scene_seeds": seeds,
+            "config_seed": self.cfg.run.seed,
+        }
         return buf, meta
 
     def _servo(self, desired: np.ndarray, scale: float) -> Any:
