@@ -284,7 +284,7 @@ def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(tmp_path: Path)
     from sim.scene_sampler import SceneSampler
     from sim.seeds import derive_seed
 
-    cfg = _cfg(tmp_path, "run.seed=11", "datagen.hemisphere.samples=6", "datagen.hemisphere.shard_samples=6",
+    cfg = _cfg(tmp_path, "run.seed=11", "datagen.hemisphere.samples=18", "datagen.hemisphere.shard_samples=6",
                "sim.scene.effects.prob=1.0")  # fmt: skip
     p = HemisphereProducer(cfg)
     p.renderer.close()
