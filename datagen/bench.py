@@ -11,7 +11,7 @@ import time
 
 from configs import load_config
 from configs.schema import Config
-from datagen.seeds import rng_for
+from sim.seeds import Stream, rng_for
 
 
 def renderer_pair_rate(cfg: Config, samples: int) -> float:
@@ -28,8 +28,8 @@ def renderer_pair_rate(cfg: Config, samples: int) -> float:
     done, k = 0, 0
     t0 = time.perf_counter()
     while done < samples:
-        renderer.load(sampler.sample(rng_for(k, 0)))
-        rng = rng_for(k, 1)
+        renderer.load(sampler.sample(rng_for(k, Stream.SCENE)))
+        rng = rng_for(k, Stream.POSES)
         for _ in range(h.desired_per_scene):
             wTd = sample_pose(rng, cfg.sim.poses.desired)
             renderer.render(cam.K, wTd)

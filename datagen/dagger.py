@@ -17,11 +17,11 @@ import numpy as np
 from configs.schema import Config
 from datagen.beta import beta_for_round
 from datagen.producer import ProducerProgress, informative, open_writer
-from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
 from policy.control import denormalize_velocity, executed_velocity, normalize_velocity, pbvs
 from policy.matching import gt_coarse_match
 from shards import ShardBuffer, ShardKey
 from sim.env import ServoEnv
+from sim.seeds import PRODUCER_IDS, Stream, derive_seed, rng_for
 
 PRODUCER = "dagger"
 EXPERT_VERSION = -1
@@ -175,14 +175,16 @@ class DaggerProducer:
         buf = ShardBuffer(cam.height, cam.width, coarse_grid=grid)
         driven, steps = 0, 0
         episode = 0
+        seeds: list[int] = []
         while len(buf) < n:
             if episode > 20 + 4 * n:
                 raise RuntimeError(f"{key.id}: renders keep coming out constant; is the renderer broken?")
             if episode:
                 self._swap_pending()  # between episodes only, so an episode uses one policy
             seed = derive_seed(self.cfg.run.seed, PRODUCER_IDS[PRODUCER], key.round, key.index, episode)
+            seeds.append(seed)
             beta = 1.0 if self.policy is None else beta_for_round(d.beta, self.round)
-            act_rng = rng_for(seed, 3)
+            act_rng = rng_for(seed, Stream.DAGGER_COIN)
             frame = self.env.reset(seed)
             scale = self.env.scene_scale
             episode += 1
@@ -219,7 +221,15 @@ class DaggerProducer:
                 )
                 if self.env.done:
                     break
-        meta = {"round_beta": beta, "policy_steps": driven, "steps": steps}
+        # Every episode seed drawn, skipped ones too, as the hemisphere sidecar records its scene seeds: with the run
+        # seed they say how each episode was made.
+        meta = {
+            "round_beta": beta,
+            "policy_steps": driven,
+            "steps": steps,
+            "scene_seeds": seeds,
+            "config_seed": self.cfg.run.seed,
+        }
         return buf, meta
 
     def _servo(self, desired: np.ndarray, scale: float) -> Any:

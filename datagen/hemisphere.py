@@ -12,7 +12,6 @@ import numpy as np
 
 from configs.schema import Config
 from datagen.producer import BackgroundPublisher, ProducerProgress, informative, open_writer
-from datagen.seeds import PRODUCER_IDS, derive_seed, rng_for
 from policy.control import normalize_velocity, pbvs
 from policy.matching import gt_coarse_match
 from shards import ShardBuffer, ShardKey
@@ -22,6 +21,7 @@ from sim.geometry import relative_pose
 from sim.poses import sample_initial, sample_near, sample_orbit, sample_pose, scene_scale
 from sim.render import make_renderer
 from sim.scene_sampler import SceneSampler
+from sim.seeds import PRODUCER_IDS, Stream, derive_seed, rng_for
 
 PRODUCER = "hemisphere"
 
@@ -86,9 +86,9 @@ class HemisphereProducer:
                 )
             scene_seed = derive_seed(*base, len(seeds))
             seeds.append(scene_seed)
-            scene = self.sampler.sample(rng_for(scene_seed, 0), seed=scene_seed)
+            scene = self.sampler.sample(rng_for(scene_seed, Stream.SCENE), seed=scene_seed)
             self.renderer.load(scene)
-            pose_rng, fx_rng = rng_for(scene_seed, 1), rng_for(scene_seed, 2)
+            pose_rng, fx_rng = rng_for(scene_seed, Stream.POSES), rng_for(scene_seed, Stream.EFFECTS)
             for _ in range(h.desired_per_scene):
                 if len(buf) >= n:
                     break

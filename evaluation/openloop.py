@@ -22,6 +22,7 @@ from configs.schema import Config
 from policy.control import normalize_velocity, pbvs
 from policy.rotation import nearest_quarter_turn
 from sim.geometry import exp_so3, relative_pose
+from sim.seeds import Stream, rng_for
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def stop_norms(policy: object, cfg: Config, seeds: list[int]) -> dict[str, np.nd
     with ServoEnv(cfg.sim) as env:
         for seed in seeds:
             env.reset(seed)
-            rng = np.random.default_rng([seed, 7])
+            rng = rng_for(seed, Stream.STOP_CALIBRATION)
             servo = Servo(policy, env.desired_frame().rgb, env.camera.K, env.scene_scale)  # type: ignore[arg-type]
             poses = {
                 "goal": env.wTd,
@@ -121,7 +122,7 @@ def ambiguity_probe(policy: object, cfg: Config, seeds: list[int]) -> dict[tuple
     with ServoEnv(cfg.sim) as env:
         for seed in seeds:
             env.reset(seed)
-            rng = np.random.default_rng(seed)
+            rng = rng_for(seed, Stream.AMBIGUITY_PROBE)
             servo = Servo(policy, env.desired_frame().rgb, env.camera.K, env.scene_scale)  # type: ignore[arg-type]
             wTd, z = env.wTd, env.wTd[:3, 2]
             for deg in PROBE_DEG:

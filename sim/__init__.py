@@ -1,5 +1,7 @@
 """The simulated world: geometry, cameras, pose sampling, scenes, render backends and the servo environment.
 
+`sim.seeds` names every random stream of an episode seed; the producers and the benchmark draw from it too.
+
 `from sim import ServoEnv, Frame` works without importing a render backend until an environment is created.
 """
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from configs import load_config
+from sim.seeds import Stream, rng_for
 
 
 def _measure(size: int, scenes: int, steps: int, overrides: list[str]) -> dict[str, float]:
@@ -24,7 +25,7 @@ def _measure(size: int, scenes: int, steps: int, overrides: list[str]) -> dict[s
     env.reset(10_000)  # warm-up: first context, first compile
     for seed in range(scenes):
         t0 = time.perf_counter()
-        scene = env.sampler.sample(np.random.default_rng([seed, 0]), seed=seed)
+        scene = env.sampler.sample(rng_for(seed, Stream.SCENE), seed=seed)
         t1 = time.perf_counter()
         env.renderer.load(scene)
         t2 = time.perf_counter()

@@ -19,10 +19,8 @@ from sim.poses import sample_pose_pair
 from sim.render import Frame, Renderer, make_renderer
 from sim.scene import SceneSpec
 from sim.scene_sampler import SceneSampler
+from sim.seeds import Stream, rng_for
 from sim.validate import as_array
-
-# Independent random streams per episode seed, so that changing one part of the scene never shifts another.
-SCENE_STREAM, POSE_STREAM, CAMERA_STREAM, LIGHT_STREAM = 0, 1, 2, 3
 
 
 class ServoEnv:
@@ -60,17 +58,17 @@ class ServoEnv:
         seed = int(seed)
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
-        scene = self.sampler.sample(np.random.default_rng([seed, SCENE_STREAM]), seed=seed)
-        wTd, wTc = sample_pose_pair(np.random.default_rng([seed, POSE_STREAM]), self.cfg.poses)
+        scene = self.sampler.sample(rng_for(seed, Stream.SCENE), seed=seed)
+        wTd, wTc = sample_pose_pair(rng_for(seed, Stream.POSES), self.cfg.poses)
         k = self.cfg.env.scene_scale / np.linalg.norm(wTd[:3, 3])
         wTd[:3, 3] *= k
         wTc[:3, 3] *= k
         self.scene = scene.scaled(k)
         self.seed, self._wTd, self._wTc = seed, wTd, wTc
-        self._fx_rng = np.random.default_rng([seed, CAMERA_STREAM])
+        self._fx_rng = rng_for(seed, Stream.EFFECTS)
         self.steps, self.reason = 0, ""
         if self.cfg.env.lighting_change:
-            self.renderer.load(self.sampler.relight(self.scene, np.random.default_rng([seed, LIGHT_STREAM])))
+            self.renderer.load(self.sampler.relight(self.scene, rng_for(seed, Stream.LIGHTS)))
             self._desired = self._render(wTd)
             self.renderer.load(self.scene)
         else:

@@ -84,7 +84,12 @@ class TrainState:
             "step": self.step,
         }
         path = save_checkpoint(
-            self.policy, Path(t.checkpoints) / f"step_{self.step:06d}", self.step, trainer_state=state, step=self.step
+            self.policy,
+            Path(t.checkpoints) / f"step_{self.step:06d}",
+            self.step,
+            trainer_state=state,
+            step=self.step,
+            run_seed=self.cfg.run.seed,  # the weights' initialisation and data order derive from it
         )
         _prune(Path(t.checkpoints), t.keep_checkpoints)
         return path

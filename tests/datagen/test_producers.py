@@ -253,3 +253,94 @@ def test_producers_ask_ray_for_their_resources_and_isaac_dagger_is_synchronous(
     assert all(o["resources"] == {"rtx": 1.0} for o in hemi)
     assert [o["resources"] for o in dagger] == [{"rtx": 0.5}] * 2
     assert [o["max_concurrency"] for o in dagger] == [2, 1]  # MuJoCo takes pushes while running; Isaac cannot
+
+
+class _PatternRenderer:
+    """The same informative image from every pose, so a shard's numbers come from its seed streams alone."""
+
+    def __init__(self, width: int, height: int) -> None:
+        yy, xx = np.mgrid[:height, :width]
+        self.rgb = np.stack([3 * xx % 256, 3 * yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+        self.depth = np.full((height, width), 2.0, np.float32)
+        self.scenes: list = []
+
+    def load(self, scene) -> None:  # type: ignore[no-untyped-def]
+        self.scenes.append(scene)
+
+    def render(self, K, wTc):  # type: ignore[no-untyped-def]
+        from sim.render import Frame
+
+        return Frame(self.rgb.copy(), self.depth.copy(), np.asarray(K, np.float64), np.asarray(wTc, np.float64))
+
+    def close(self) -> None:
+        pass
+
+
+def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(tmp_path: Path) -> None:
+    # Shards on disk are a pure function of the run seed: naming the streams must not move a single draw. The
+    # expectations below use the old literal numbers (scene 0, poses 1, effects 2; hemisphere is producer 0).
+    from sim.effects import apply_effects
+    from sim.poses import sample_pose
+    from sim.scene_sampler import SceneSampler
+    from sim.seeds import derive_seed
+
+    cfg = _cfg(tmp_path, "run.seed=11", "datagen.hemisphere.samples=18", "datagen.hemisphere.shard_samples=6",
+               "sim.scene.effects.prob=1.0")  # fmt: skip
+    p = HemisphereProducer(cfg)
+    p.renderer.close()
+    p.renderer = stub = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height)
+    buf, seeds = p.make_shard(2)
+    a = buf.arrays()
+    first = seeds[0]
+    assert seeds == [derive_seed(11, 0, 0, 2, k) for k in range(len(seeds))]
+    expected = SceneSampler(cfg.sim.scene, cfg.sim.assets).sample(np.random.default_rng([first, 0]), seed=first)
+    got = stub.scenes[0]
+    assert (got.effects, got.lights, got.ambient) == (expected.effects, expected.lights, expected.ambient)
+    assert not got.effects.identity  # so the effects stream is really drawn from below
+    for o, e in zip(got.objects, expected.objects, strict=True):
+        np.testing.assert_array_equal(o.pose, e.pose)
+    np.testing.assert_array_equal(a["wTd"][0], sample_pose(np.random.default_rng([first, 1]), cfg.sim.poses.desired))
+    np.testing.assert_array_equal(
+        a["des_rgb"][0], apply_effects(stub.rgb, got.effects, np.random.default_rng([first, 2]))
+    )
+    p.close()
+
+
+def test_dagger_draws_its_coin_from_a_stream_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # It used to draw from the lights' stream: with lighting_change on, the coin replayed the relighting draws.
+    from datagen import dagger
+    from sim.seeds import Stream, rng_for
+
+    used = []
+
+    def spy(seed: int, stream: Stream) -> np.random.Generator:
+        used.append(stream)
+        return rng_for(seed, stream)
+
+    monkeypatch.setattr(dagger, "rng_for", spy)
+    cfg = _cfg(tmp_path, "run.seed=5", "datagen.dagger.samples=6", "datagen.dagger.shard_samples=6",
+               "datagen.dagger.episode_steps=3", "sim.env.lighting_change=true")  # fmt: skip
+    p = DaggerProducer(cfg)
+    p.run()
+    p.close()
+    assert used and set(used) == {Stream.DAGGER_COIN}
+
+
+def test_shard_sidecars_record_the_run_seed_and_every_episode_seed(tmp_path: Path) -> None:
+    from sim.seeds import derive_seed
+
+    cfg = _cfg(tmp_path, "run.seed=3", "datagen.hemisphere.samples=4", "datagen.hemisphere.shard_samples=4",
+               "datagen.dagger.samples=4", "datagen.dagger.shard_samples=4",
+               "datagen.dagger.episode_steps=2")  # fmt: skip
+    for producer in (HemisphereProducer(cfg), DaggerProducer(cfg)):
+        producer.run()
+        producer.close()
+    reader = DatasetReader(cfg.datagen.root)
+    assert sorted(s.key.producer for s in reader.shards) == ["dagger", "hemisphere"]
+    for shard in reader.shards:
+        side = shard.sidecar
+        assert side["config_seed"] == 3
+        base = (3, {"hemisphere": 0, "dagger": 1}[shard.key.producer], shard.key.round, shard.key.index)
+        # Drawn in order from (run seed, producer, round, index, k): the sidecar alone says how to remake the shard.
+        assert side["scene_seeds"] == [derive_seed(*base, k) for k in range(len(side["scene_seeds"]))]
+        assert set(reader.read(shard, names=["scene_seed"])["scene_seed"].tolist()) <= set(side["scene_seeds"])

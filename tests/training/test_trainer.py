@@ -48,6 +48,7 @@ def test_train_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
     _, meta = load_checkpoint(path)  # an ordinary policy checkpoint as well
     assert meta["policy_version"] == 3
+    assert meta["extra"] == {"step": 3, "run_seed": cfg.run.seed}  # the run seed, as shard sidecars record it
 
 
 def test_old_checkpoints_are_pruned(tmp_path: Path) -> None:
