@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import assets
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_THIRD_PARTY = {"numpy", "trimesh", "PIL", "cv2"}
 
 
+@pytest.mark.unit
 def test_imports_only_numpy_trimesh_pillow_opencv_and_itself() -> None:
     for path in sorted((ROOT / "assets").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -28,6 +31,7 @@ def test_imports_only_numpy_trimesh_pillow_opencv_and_itself() -> None:
                 assert ok, f"{path.name} imports {name}"
 
 
+@pytest.mark.integration
 def test_import_is_light() -> None:
     heavy = "{'trimesh', 'cv2', 'PIL', 'sim', 'policy', 'mujoco', 'torch'}"
     code = f"import sys, assets\nprint(sorted({heavy} & set(sys.modules)))"
@@ -35,6 +39,7 @@ def test_import_is_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.unit
 def test_every_public_name_resolves() -> None:
     for name in assets.__all__:
         assert getattr(assets, name) is not None

@@ -31,6 +31,8 @@ from sim.geometry import exp_se3, exp_so3, inv_pose, make_pose, rotation_angle, 
 from sim.poses import sample_pose_pair
 from tests.strategies import pose, rotation, translation, twist
 
+pytestmark = pytest.mark.unit
+
 gains = st.floats(0.1, 5.0)
 
 

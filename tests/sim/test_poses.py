@@ -9,6 +9,8 @@ from configs import load_config
 from sim.geometry import look_at, pose_error
 from sim.poses import hemisphere_pose, sample_near, sample_orbit, sample_pose, sample_pose_pair, scene_scale
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def poses_cfg():

@@ -9,6 +9,8 @@ from configs import load_config
 from sim.scene import SceneSpec
 from sim.scene_sampler import SceneSampler
 
+pytestmark = pytest.mark.unit
+
 
 def _sampler(*overrides: str) -> SceneSampler:
     cfg = load_config("smoke", list(overrides)).sim
