@@ -120,7 +120,7 @@ def test_ray_actors_give_the_same_episodes_as_one_process(tmp_path: Path, ray_se
     args = ["eval.suites=[canonical,lighting]", "eval.controllers=[oracle]", "eval.episodes=2"]
     cfg, plan = _plan(tmp_path, *args)
     serial = run_jobs(cfg, plan)
-    cfg2, plan2 = _plan(tmp_path, *args, "eval.workers=2", "datagen.num_cpus=2")
+    cfg2, plan2 = _plan(tmp_path, *args, "eval.workers=2")
     parallel = run_jobs(cfg2, plan2)
     assert [j for j, _ in parallel] == [j for j, _ in serial]
     for (_, a), (_, b) in zip(serial, parallel, strict=True):
