@@ -14,7 +14,7 @@ import pytest
 from datagen.runner import run_datagen, start_producers
 from shards import DatasetReader, validate_arrays
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_make_datagen_shape_end_to_end_and_rerun(tmp_path: Path, ray_session, small_cfg) -> None:  # type: ignore[no-untyped-def]

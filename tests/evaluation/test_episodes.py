@@ -30,6 +30,7 @@ def env() -> ServoEnv:
     e.close()
 
 
+@pytest.mark.slow
 def test_oracle_reaches_every_goal_of_the_benchmark_distribution(env: ServoEnv) -> None:
     episodes = [run_episode(env, OracleController(env), seed) for seed in range(8)]
     row = summarise(episodes)

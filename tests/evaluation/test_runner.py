@@ -91,6 +91,7 @@ def test_cnsv2_without_a_checkpoint_says_how_to_get_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_written(tmp_path: Path) -> None:
     cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=6")
     results = run_jobs(cfg, plan)
@@ -116,6 +117,7 @@ def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_writ
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_ray_actors_give_the_same_episodes_as_one_process(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
     args = ["eval.suites=[canonical,lighting]", "eval.controllers=[oracle]", "eval.episodes=2"]
     cfg, plan = _plan(tmp_path, *args)
@@ -169,6 +171,7 @@ def test_cnsv2_stops_when_its_own_velocity_stays_small() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     args = small_overrides(QUIET, "run.name=cli", "eval.workers=0", "eval.suites=[canonical]", root=tmp_path)
     assert main([*args, "eval.controllers=[oracle]", "eval.episodes=1", "eval.trajectories=0"]) == 0
@@ -207,6 +210,7 @@ def test_the_registry_builds_exactly_the_controllers_the_config_accepts() -> Non
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_wandb_gets_the_table_and_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")

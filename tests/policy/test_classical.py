@@ -61,6 +61,7 @@ def closed_loop(env: ServoEnv, ctrl: Controller, seed: int, steps: int = 300) ->
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTROLLERS)
 def test_classical_controllers_converge_on_textured_scenes(env: ServoEnv, name: str) -> None:
     results = [closed_loop(env, make_controller(name), seed) for seed in SEEDS]

@@ -13,7 +13,7 @@ from policy.losses import velocity_losses
 from policy.network import images_to_tensor
 from sim import ServoEnv
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PAIRS, STEPS = 6, 160
 AUX_STEPS = 60

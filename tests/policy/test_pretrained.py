@@ -56,6 +56,7 @@ def test_make_eval_resolves_the_shipped_policy() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_it_points_along_the_pbvs_label_on_held_out_pairs(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
     from evaluation.openloop import open_loop_scores
 
@@ -67,6 +68,7 @@ def test_it_points_along_the_pbvs_label_on_held_out_pairs(shipped, suite_cfg) ->
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_its_velocity_depends_on_the_desired_image(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
     # A policy that ignored the match (reading the current image alone) would answer the same for any goal.
     from policy.servo import Servo
@@ -87,6 +89,7 @@ def test_its_velocity_depends_on_the_desired_image(shipped, suite_cfg) -> None: 
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_real_camera_converges_as_the_canonical_one_does(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
     """A 640x480 camera with fx != fy and an off-centre principal point, remapped to the canonical camera by Servo."""
     from evaluation.episodes import run_episode

@@ -59,6 +59,7 @@ def test_without_isaac_the_backend_fails_at_once_with_an_install_hint() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.skipif(not NOT_HERE, reason="Isaac Sim can run here")
 @pytest.mark.parametrize(
     ("module", "extra"),

@@ -94,6 +94,7 @@ def test_equirectangular_sky_appears_in_the_right_directions() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_torch_compiler_imports_after_a_gl_context() -> None:
     # Mesa's llvmpipe and Triton both bundle LLVM; importing Triton after a GL context exists used to segfault.
     import subprocess

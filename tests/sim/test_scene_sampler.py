@@ -83,6 +83,7 @@ def test_effects_probability() -> None:
     assert all(1.0 <= _sample(always, k).effects.noise_std <= 2.0 for k in range(5))
 
 
+@pytest.mark.slow
 def test_train_and_heldout_procedural_assets_are_disjoint() -> None:
     train, held = _sampler("sim.assets.split=train"), _sampler("sim.assets.split=heldout")
     names = {"train": set(), "heldout": set()}

@@ -189,6 +189,7 @@ def test_samples_keep_their_desired_images_and_labels(dataset) -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.slow
 def test_split_by_scene_and_val_covers_each_sample_once(dataset) -> None:
     root, table = dataset
     cfg = data_cfg(root, dagger_fraction=0.5)
@@ -210,6 +211,7 @@ def test_split_by_scene_and_val_covers_each_sample_once(dataset) -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.25, 0.75])
 def test_mixing_ratio_follows_dagger_fraction(dataset, fraction: float) -> None:
     root, _ = dataset
@@ -350,6 +352,7 @@ def test_arguments_and_collate_errors(dataset) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_loader_with_spawned_workers(dataset) -> None:
     root, table = dataset
     cfg = data_cfg(root, workers=2, dagger_fraction=0.5, color_jitter=0.2, noise_std=0.01)

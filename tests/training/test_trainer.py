@@ -142,6 +142,7 @@ while True:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_trainer_killed_at_any_moment_resumes_at_its_last_whole_step(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -219,6 +220,7 @@ def test_weights_reach_a_named_dagger_actor_and_absence_is_fine(ray_session) -> 
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path, ray_session, small_cfg) -> None:  # type: ignore[no-untyped-def]
     from datagen.runner import run_datagen
     from training.trainer import run_training
@@ -247,6 +249,7 @@ def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path,
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_pipeline_closes_the_loop(tmp_path: Path, ray_session, small_cfg) -> None:  # type: ignore[no-untyped-def]
     from shards import DatasetReader
     from training.pipeline import run_pipeline
