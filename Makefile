@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format bench config preview datagen inspect train pipeline eval clean
+.PHONY: setup test test-fast lint format bench config preview datagen inspect train pipeline eval clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# Every test: the CI command.
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The unit tests that are not slow (markers in pyproject.toml, kinds in tests/conftest.py): for the edit-test loop.
+test-fast: setup
+	$(PY) -m pytest -q -m "unit and not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

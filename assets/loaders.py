@@ -97,6 +97,33 @@ def load_mesh(
         raise FileNotFoundError(f"mesh file {path} does not exist")
     if not (np.isfinite(size) and size > 0):
         raise ValueError(f"mesh size must be a positive number of metres, got {size}")
+    loaded = _read_trimesh(path, name)
+    vertices = np.asarray(loaded.vertices, dtype=np.float64)
+    faces = np.asarray(loaded.faces, dtype=np.int64)
+    if not np.all(np.isfinite(vertices)):
+        raise ValueError(f"mesh {path} has NaN or infinite vertex coordinates")
+    uv, image = _uv_and_image(loaded)
+    image = _texture_image(path, loaded, uv, image, texture_path, name, strict)
+    if len(faces) > max_faces:
+        vertices, faces, uv = decimate(vertices, faces, uv, max_faces)
+        if len(faces) > max_faces:
+            warnings.warn(f"{path}: decimated to {len(faces)} faces, above the budget of {max_faces}", stacklevel=2)
+    if len(faces) < 4 or len(vertices) < 4:
+        raise ValueError(f"mesh {path} has fewer than 4 usable triangles")
+
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    extent = float((hi - lo).max())
+    if not extent > 0:
+        raise ValueError(f"mesh {path} has zero extent (all vertices coincide)")
+    vertices = (vertices - (lo + hi) / 2) * (float(size) / extent)
+    if image is not None:
+        image = _fit(image, max_texture)
+    return Mesh(name or path.stem, vertices, faces, uv, image if uv is not None else None)
+
+
+def _read_trimesh(path: Path, name: str | None) -> trimesh.Trimesh:
+    """The file as one trimesh mesh: a scene's textured parts packed into one atlas where that keeps every texel (a
+    TextureWarning where trimesh's resampling merge has to do); ValueError for a file with no triangles."""
     try:
         loaded = trimesh.load(str(path))
         packed = _pack_textured_parts(loaded) if isinstance(loaded, trimesh.Scene) else None
@@ -107,19 +134,28 @@ def load_mesh(
                     f"mesh {name or path.name} ({path}): several textures that cannot share an atlas unchanged "
                     "(UVs outside [0, 1], or an untextured part); merged by trimesh, whose atlas resamples them",
                     TextureWarning,
-                    stacklevel=2,
+                    stacklevel=3,  # load_mesh's caller
                 )
             loaded = packed if packed is not None else loaded.to_mesh()  # trimesh's merge, as force="mesh" does
     except Exception as e:
         raise ValueError(f"cannot read mesh {path}: {type(e).__name__}: {e} (expected {_EXPECTED['files']})") from e
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0 or len(loaded.vertices) < 4:
         raise ValueError(f"mesh {path} has no triangles; is it empty or corrupt? (expected {_EXPECTED['files']})")
+    return loaded
 
-    vertices = np.asarray(loaded.vertices, dtype=np.float64)
-    faces = np.asarray(loaded.faces, dtype=np.int64)
-    if not np.all(np.isfinite(vertices)):
-        raise ValueError(f"mesh {path} has NaN or infinite vertex coordinates")
-    uv, image = _uv_and_image(loaded)
+
+def _texture_image(
+    path: Path,
+    loaded: trimesh.Trimesh,
+    uv: np.ndarray | None,
+    image: np.ndarray | None,
+    texture_path: str | os.PathLike[str] | None,
+    name: str | None,
+    strict: bool,
+) -> np.ndarray | None:
+    """The texture of a mesh with UVs, read as load_image reads it: the one file the mesh names, else the image
+    trimesh decoded, else `texture_path`. None, with a TextureWarning (ValueError with `strict`) saying why, when a
+    named texture is missing or unreadable or the mesh has vertex colours."""
     named = texture_references(path)
     refs = sorted({r for r in named if r.is_file()}) if uv is not None else []
     if len(refs) == 1:
@@ -141,22 +177,8 @@ def load_mesh(
         message = f"mesh {name or path.name} ({path}): {problem}"
         if strict:
             raise ValueError(message)
-        warnings.warn(message, TextureWarning, stacklevel=2)
-    if len(faces) > max_faces:
-        vertices, faces, uv = decimate(vertices, faces, uv, max_faces)
-        if len(faces) > max_faces:
-            warnings.warn(f"{path}: decimated to {len(faces)} faces, above the budget of {max_faces}", stacklevel=2)
-    if len(faces) < 4 or len(vertices) < 4:
-        raise ValueError(f"mesh {path} has fewer than 4 usable triangles")
-
-    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
-    extent = float((hi - lo).max())
-    if not extent > 0:
-        raise ValueError(f"mesh {path} has zero extent (all vertices coincide)")
-    vertices = (vertices - (lo + hi) / 2) * (float(size) / extent)
-    if image is not None:
-        image = _fit(image, max_texture)
-    return Mesh(name or path.stem, vertices, faces, uv, image if uv is not None else None)
+        warnings.warn(message, TextureWarning, stacklevel=3)  # load_mesh's caller
+    return image
 
 
 class TextureWarning(UserWarning):

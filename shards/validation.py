@@ -28,6 +28,24 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], *, height: int, width: int
     focal lengths, scene_scale > 0, beta in [0, 1], policy_version >= -1 and episode, step, scene_seed >= 0.
     `offset` is added to the sample indices in messages (for arrays that are a slice of a shard).
     """
+    # In this order: each step relies on what the ones before it established (names, then dtypes, then shapes).
+    _check_names(arrays)
+    _check_dtypes(arrays)
+    n = _check_shapes(arrays, height, width)
+    _check_finite_labels(arrays, n, offset)
+    _check_images(arrays, offset)
+    for name in ("wTc", "wTd"):
+        _check_poses(name, arrays[name], offset)
+    _check_intrinsics(arrays["K"], offset)
+    _check_range(arrays, "scene_scale", lambda a: a > 0, "must be > 0", offset)
+    _check_range(arrays, "beta", lambda a: (a >= 0) & (a <= 1), "must be in [0, 1]", offset)
+    _check_range(arrays, "policy_version", lambda a: a >= -1, "must be >= -1 (-1 = expert)", offset)
+    for name in ("episode", "step", "scene_seed"):
+        _check_range(arrays, name, lambda a: a >= 0, "must be >= 0", offset)
+
+
+def _check_names(arrays: Mapping[str, np.ndarray]) -> None:
+    """No unknown array, every required one, and both coarse arrays or neither."""
     unknown = sorted(set(arrays) - set(ARRAY_NAMES))
     if unknown:
         raise ShardError(f"{unknown[0]}: unknown array; a shard holds {', '.join(ARRAY_NAMES)}", array=unknown[0])
@@ -39,6 +57,8 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], *, height: int, width: int
         other = next(name for name in COARSE_ARRAYS if name not in arrays)
         raise ShardError(f"{other}: missing ({coarse[0]} is present; the coarse arrays come together)", array=other)
 
+
+def _check_dtypes(arrays: Mapping[str, np.ndarray]) -> None:
     for name, value in arrays.items():
         if not isinstance(value, np.ndarray):
             raise ShardError(f"{name}: expected a numpy array, got {type(value).__name__}", array=name)
@@ -46,6 +66,9 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], *, height: int, width: int
         if value.dtype != expected:
             raise ShardError(f"{name}: dtype {value.dtype}, expected {expected}", array=name)
 
+
+def _check_shapes(arrays: Mapping[str, np.ndarray], height: int, width: int) -> int:
+    """Every array's shape against N samples of height x width, the coarse grid and M >= 1 desired images; returns N."""
     n = arrays["cur_rgb"].shape[0] if arrays["cur_rgb"].ndim else 0
     if n == 0:
         raise ShardError("cur_rgb: an empty shard (N = 0)", array="cur_rgb")
@@ -65,7 +88,11 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], *, height: int, width: int
         raise ShardError(
             f"{DESIRED_ARRAY}: shape {des.shape}, expected (M >= 1, {height}, {width}, 3)", array="des_rgb"
         )
+    return n
 
+
+def _check_finite_labels(arrays: Mapping[str, np.ndarray], n: int, offset: int) -> None:
+    """Float arrays finite, and every label component within VEL_LIMIT."""
     for name in ("vel", "wTc", "wTd", "K", "scene_scale", "beta", "coarse_match"):
         if name in arrays:
             bad = ~np.isfinite(arrays[name].reshape(n, -1)).all(axis=1)
@@ -80,7 +107,10 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], *, height: int, width: int
             f"vel[{i + offset}]: label out of range, |component| > {VEL_LIMIT} ({_short(vel[i])})", array="vel"
         )
 
-    m = des.shape[0]
+
+def _check_images(arrays: Mapping[str, np.ndarray], offset: int) -> None:
+    """des_index within the M desired images, and no constant image."""
+    m = arrays[DESIRED_ARRAY].shape[0]
     des_index = arrays["des_index"]
     bad = (des_index < 0) | (des_index >= m)
     if bad.any():
@@ -91,14 +121,14 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], *, height: int, width: int
         constant = flat.min(axis=1) == flat.max(axis=1)
         if constant.any():
             i = int(np.argmax(constant))
-            at = i if name == DESIRED_ARRAY else i + offset
+            at = i if name == DESIRED_ARRAY else i + offset  # desired images are indexed within the shard
             raise ShardError(
                 f"{name}[{at}]: constant image (every pixel {int(flat[i, 0])}): a broken render", array=name
             )
 
-    for name in ("wTc", "wTd"):
-        _check_poses(name, arrays[name], offset)
-    K = arrays["K"].astype(np.float64)
+
+def _check_intrinsics(K: np.ndarray, offset: int) -> None:
+    K = K.astype(np.float64)
     bad = (K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0)
     if bad.any():
         i = int(np.argmax(bad))
@@ -109,11 +139,6 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], *, height: int, width: int
         raise ShardError(
             f"K[{i + offset}]: not a pinhole matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]] ({_short(K[i])})", array="K"
         )
-    _check_range(arrays, "scene_scale", lambda a: a > 0, "must be > 0", offset)
-    _check_range(arrays, "beta", lambda a: (a >= 0) & (a <= 1), "must be in [0, 1]", offset)
-    _check_range(arrays, "policy_version", lambda a: a >= -1, "must be >= -1 (-1 = expert)", offset)
-    for name in ("episode", "step", "scene_seed"):
-        _check_range(arrays, name, lambda a: a >= 0, "must be >= 0", offset)
 
 
 def _check_poses(name: str, T: np.ndarray, offset: int) -> None:

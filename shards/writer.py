@@ -422,37 +422,44 @@ class DatasetWriter:
         """
         removed: list[str] = []
         now = time.time()
-
-        def stale(p: Path, owner: tuple[str, int] | None, shard_id: str) -> bool:
-            state = "unknown" if owner is None else _writer_state(owner[0], owner[1], shard_id)
-            if state != "unknown":
-                return state == "dead"
-            try:
-                st = p.lstat()
-            except FileNotFoundError:
-                return False
-            return now - max(st.st_mtime, st.st_ctime) >= min_age_s
-
-        def remove(p: Path) -> None:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            if not p.exists():
-                removed.append(p.relative_to(self.root).as_posix())
-
         if self.tmp_dir.is_dir():
             for p in sorted(self.tmp_dir.iterdir()):
                 parts = p.name.split(_TMP_SEP)
                 owner = (parts[1], int(parts[2])) if len(parts) == 4 and parts[2].isdigit() else None
-                if stale(p, owner, parts[0].removesuffix(".json")):
-                    remove(p)
+                if _is_stale(p, owner, parts[0].removesuffix(".json"), now, min_age_s):
+                    self._remove(p, removed)
         for p in sorted(self.shards_dir.glob("*.zarr")):
             if (self.shards_dir / f"{p.stem}.json").exists():
                 continue
-            if stale(p, _read_writer(p), p.stem) and not (self.shards_dir / f"{p.stem}.json").exists():
-                remove(p)
+            # The sidecar is looked for again: a publish may have completed while its writer was checked.
+            if (
+                _is_stale(p, _read_writer(p), p.stem, now, min_age_s)
+                and not (self.shards_dir / f"{p.stem}.json").exists()
+            ):
+                self._remove(p, removed)
         return removed
+
+    def _remove(self, p: Path, removed: list[str]) -> None:
+        """Delete a leftover file or folder; list it in `removed` (relative to the root) once it is gone."""
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        if not p.exists():
+            removed.append(p.relative_to(self.root).as_posix())
+
+
+def _is_stale(p: Path, owner: tuple[str, int] | None, shard_id: str, now: float, min_age_s: float) -> bool:
+    """Whether a leftover is no one's work in progress: its writer (host, pid) is known dead, or, where the writer
+    cannot be checked, it has been untouched for `min_age_s` at time `now`."""
+    state = "unknown" if owner is None else _writer_state(owner[0], owner[1], shard_id)
+    if state != "unknown":
+        return state == "dead"
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        return False
+    return now - max(st.st_mtime, st.st_ctime) >= min_age_s
 
 
 def quarantine(root: str | os.PathLike, shard_id: str, reason: str) -> Path:

@@ -1,4 +1,11 @@
-"""Shared test fixtures: the ViSP reference cases and a deterministic hypothesis profile."""
+"""Shared test set-up: the factories plugin, the ViSP reference cases, a deterministic hypothesis profile, and the rule
+that every test says what kind it is.
+
+Kinds (declared in pyproject.toml): `unit` runs in this process without a renderer, Ray or a training run;
+`integration` starts Ray, renders with MuJoCo, trains or servos in closed loop, or runs a child process (a CLI, `make`,
+spawned workers, a fresh interpreter); `slow` marks the longest of either kind. `make test-fast` runs the unit tests
+that are not slow; `make test` runs everything.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,30 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+pytest_plugins = ["tests.fixtures.factories"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
+KINDS = ("unit", "integration")
 
 # Derandomised so that CI is reproducible; the examples still cover near-0 and near-pi angles by construction.
 settings.register_profile(
     "project", derandomize=True, deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("project")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse the run when a test is marked neither or both of unit and integration.
+
+    Runs before `-m` deselects anything, so a test without a kind cannot hide from `make test-fast` by being left out.
+    """
+    wrong = [item.nodeid for item in items if sum(item.get_closest_marker(k) is not None for k in KINDS) != 1]
+    if wrong:
+        listed = "\n  ".join(wrong[:20]) + (f"\n  ... and {len(wrong) - 20} more" if len(wrong) > 20 else "")
+        raise pytest.UsageError(
+            f"{len(wrong)} tests are marked neither or both of {' and '.join(KINDS)} (see tests/conftest.py): "
+            f"mark each one, or its module with pytestmark\n  {listed}"
+        )
 
 
 @pytest.fixture(scope="session")

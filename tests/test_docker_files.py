@@ -97,6 +97,7 @@ def cluster_cfg():
 # ------------------------------------------------------------------------------------------ project config (cluster)
 
 
+@pytest.mark.unit
 def test_cluster_config_loads_for_isaac_on_a_cluster(cluster_cfg) -> None:
     cfg = cluster_cfg
     assert cfg.run.name == "cluster"
@@ -116,6 +117,7 @@ def test_cluster_config_loads_for_isaac_on_a_cluster(cluster_cfg) -> None:
     assert cfg.datagen.hemisphere.samples >= 100 * smoke.datagen.hemisphere.samples
 
 
+@pytest.mark.unit
 def test_ray_cluster_nodes_fit_the_cluster_config(cluster_yaml, cluster_cfg) -> None:
     """Producers ask for `rtx` and trainer workers for `trainer`, which only the right node types advertise; the
     autoscaler can start one RTX node per producer and a trainer node that holds every trainer worker."""
@@ -138,6 +140,7 @@ def test_ray_cluster_nodes_fit_the_cluster_config(cluster_yaml, cluster_cfg) -> 
 # ----------------------------------------------------------------------------------- Ray cluster launcher (ray up)
 
 
+@pytest.mark.unit
 def test_ray_cluster_yaml_matches_rays_schema(cluster_yaml) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     ray = pytest.importorskip("ray")
@@ -147,6 +150,7 @@ def test_ray_cluster_yaml_matches_rays_schema(cluster_yaml) -> None:
     jsonschema.validate(cluster_yaml, json.loads(schema_path.read_text()))
 
 
+@pytest.mark.unit
 def test_ray_cluster_yaml_passes_rays_own_checks(cluster_yaml) -> None:
     """What `ray up` does before it calls the cloud: fill in the defaults, then validate."""
     util = pytest.importorskip("ray.autoscaler._private.util")
@@ -155,6 +159,7 @@ def test_ray_cluster_yaml_passes_rays_own_checks(cluster_yaml) -> None:
     assert filled["head_node_type"] == "head"
 
 
+@pytest.mark.unit
 def test_ray_cluster_node_types(cluster_yaml) -> None:
     types = cluster_yaml["available_node_types"]
     assert set(types) == {"head", "rtx", "trainer"}
@@ -174,6 +179,7 @@ def test_ray_cluster_node_types(cluster_yaml) -> None:
     assert any(o.startswith("--shm-size=") for o in types["trainer"]["docker"]["worker_run_options"])
 
 
+@pytest.mark.unit
 def test_ray_cluster_start_commands_and_token(cluster_yaml) -> None:
     head = " ".join(cluster_yaml["head_start_ray_commands"])
     worker = " ".join(cluster_yaml["worker_start_ray_commands"])
@@ -188,6 +194,7 @@ def test_ray_cluster_start_commands_and_token(cluster_yaml) -> None:
 # ------------------------------------------------------------------------------------------------------ KubeRay
 
 
+@pytest.mark.unit
 def test_kuberay_manifest_parses_and_has_the_groups(raycluster) -> None:
     assert raycluster["apiVersion"] == "ray.io/v1"
     spec = raycluster["spec"]
@@ -212,6 +219,7 @@ def test_kuberay_manifest_parses_and_has_the_groups(raycluster) -> None:
     assert "isaac" not in trainer["template"]["spec"]["containers"][0]["image"]
 
 
+@pytest.mark.unit
 def test_kuberay_pods_have_shm_shared_storage_and_token(raycluster) -> None:
     spec = raycluster["spec"]
     pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
@@ -232,6 +240,7 @@ def test_kuberay_pods_have_shm_shared_storage_and_token(raycluster) -> None:
 # --------------------------------------------------------------------------------------------------- Dockerfiles
 
 
+@pytest.mark.unit
 def test_dockerfiles_base_images_and_environment() -> None:
     assert instruction_args(DOCKERFILE_ISAAC, "FROM")[0] == "nvcr.io/nvidia/isaac-sim:5.1.0"
     assert instruction_args(DOCKERFILE, "FROM")[0] == "${BASE_IMAGE}"
@@ -249,6 +258,7 @@ def test_dockerfiles_base_images_and_environment() -> None:
     assert dockerfile_args(DOCKERFILE)["RAY_VERSION"] == dockerfile_args(DOCKERFILE_ISAAC)["RAY_VERSION"]
 
 
+@pytest.mark.unit
 def test_dockerfiles_drop_root_and_cache_pip() -> None:
     for path in (DOCKERFILE, DOCKERFILE_ISAAC):
         last_user = instruction_args(path, "USER")[-1]
@@ -275,6 +285,7 @@ def _requirement_script(path: Path) -> str:
     raise AssertionError(f"{path.name}: no requirement split found")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("extras", ["", "dev"])
 def test_dockerfile_requirement_split_runs_on_pyproject(tmp_path: Path, extras: str) -> None:
     script = _requirement_script(DOCKERFILE).replace("${PROJECT_EXTRAS}", extras).replace("/tmp/req", str(tmp_path))
@@ -289,6 +300,7 @@ def test_dockerfile_requirement_split_runs_on_pyproject(tmp_path: Path, extras: 
     assert any(r.startswith("pytest") for r in rest) == (extras == "dev")
 
 
+@pytest.mark.integration
 def test_isaac_dockerfile_requirement_split_leaves_torch_out(tmp_path: Path) -> None:
     script = _requirement_script(DOCKERFILE_ISAAC).replace("/tmp/req", str(tmp_path))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -298,6 +310,7 @@ def test_isaac_dockerfile_requirement_split_leaves_torch_out(tmp_path: Path) -> 
     assert not any(r.startswith(("pytest", "usd-core")) for r in rest)
 
 
+@pytest.mark.unit
 def test_dockerignore_keeps_the_context_small() -> None:
     patterns = {
         line.strip().rstrip("/")
@@ -315,6 +328,7 @@ def _hadolint() -> str | None:
     return found or (str(local) if local.is_file() else None)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("dockerfile", [DOCKERFILE, DOCKERFILE_ISAAC], ids=lambda p: p.name)
 def test_hadolint_has_nothing_to_say(dockerfile: Path) -> None:
     exe = _hadolint()

@@ -14,6 +14,8 @@ import pytest
 import file_io
 from file_io import atomic_dir, atomic_path, write_bytes, write_json, write_text
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def umask() -> Iterator[None]:

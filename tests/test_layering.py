@@ -50,6 +50,7 @@ def _imported_packages(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("package", LAYERS)
 def test_imports_flow_one_way(package: str) -> None:
     sources = _sources(package)
@@ -59,6 +60,7 @@ def test_imports_flow_one_way(package: str) -> None:
         assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}, against the layering of DESIGN.md"
 
 
+@pytest.mark.integration
 def test_light_packages_do_not_load_heavy_backends() -> None:
     code = (
         "import sys, file_io, configs, assets, sim, sim.geometry, sim.camera, sim.poses, sim.render, sim.scene\n"
@@ -70,6 +72,7 @@ def test_light_packages_do_not_load_heavy_backends() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.unit
 def test_the_training_stream_reads_datasets_through_shards_not_datagen() -> None:
     imported = _imported_packages(ROOT / "training" / "dataset.py")
     assert "shards" in imported and "datagen" not in imported

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from configs import save_config, with_absolute_paths
-from configs.schema import Config
+from configs.schema import Config, TrainConfig
 from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint
 from policy.losses import policy_loss
 from training.schedule import lr_factor
@@ -120,16 +122,158 @@ def check_input_size(cfg: Config) -> None:
         )
 
 
+def _due(step: int, every: int, last: int) -> bool:
+    """Whether a periodic action is due at `step`: every `every` steps, and always at the last one."""
+    return step % every == 0 or step == last
+
+
+@dataclass
+class _StepResult:
+    """One optimiser step: its losses (means over the micro-batches), its last micro-batch and the prediction on it,
+    the samples it took over all workers, and the gradient norm before clipping."""
+
+    losses: dict[str, float]
+    batch: dict[str, torch.Tensor]
+    vel: torch.Tensor
+    samples: int
+    grad_norm: float
+
+
+def _optimiser_step(
+    state: TrainState, model: torch.nn.Module, batches: Iterator[dict[str, torch.Tensor]], world: int
+) -> _StepResult:
+    """Take `train.accumulate` micro-batches, then one clipped, scaled optimiser step and one schedule step."""
+    cfg, t = state.cfg, state.cfg.train
+    totals: dict[str, float] = {}
+    batch: dict[str, torch.Tensor] = {}
+    vel = torch.zeros(0)
+    samples = 0
+    for micro in range(t.accumulate):
+        batch = _to_device(next(batches), state.device)
+        # DDP averages gradients on every backward; only the last micro-batch's needs to.
+        sync = model.no_sync() if world > 1 and micro < t.accumulate - 1 else nullcontext()
+        with sync:
+            out = model(batch["cur"], batch["des"])
+            losses = policy_loss(out, batch["vel"], cfg.policy.loss, batch.get("coarse_match"),
+                                 batch.get("coarse_valid"))  # fmt: skip
+            state.scaler.scale(losses["total"] / t.accumulate).backward()
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) / t.accumulate
+        vel = out.vel.detach()
+        samples += len(batch["vel"]) * world
+    state.scaler.unscale_(state.opt)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, t.grad_clip))
+    state.scaler.step(state.opt)
+    state.scaler.update()
+    state.opt.zero_grad(set_to_none=True)
+    state.sched.step()
+    state.step += 1
+    return _StepResult(totals, batch, vel, samples, grad_norm)
+
+
+class _LogWindow:
+    """The steps since the last log: logged losses are means over the window, not one batch, and the throughput is
+    the window's samples over its wall time."""
+
+    def __init__(self, first_step: int) -> None:
+        self.first_step = first_step  # logged whatever log_every says: a resumed run shows at once that it runs
+        self.t0, self.samples = time.perf_counter(), 0
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, result: _StepResult) -> None:
+        """Count one optimiser step into the window."""
+        for k, v in result.losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.steps += 1
+        self.samples += result.samples
+
+    def due(self, step: int, t: TrainConfig) -> bool:
+        """Whether `step` is logged."""
+        return _due(step, t.log_every, t.steps) or step == self.first_step
+
+    def take(self, result: _StepResult, state: TrainState) -> dict[str, float]:
+        """The window's metrics, with the last batch's data statistics; starts a new window."""
+        dt = time.perf_counter() - self.t0
+        metrics = {f"train/{'loss' if k == 'total' else k}": v / self.steps for k, v in self.sums.items()}
+        self.sums, self.steps = {}, 0
+        metrics.update(_batch_metrics(result.batch, result.vel, state.step))
+        metrics.update({"train/lr": state.sched.get_last_lr()[0], "train/grad_norm": result.grad_norm,
+                        "train/samples_per_s": self.samples / max(dt, 1e-9)})  # fmt: skip
+        self.t0, self.samples = time.perf_counter(), 0
+        return metrics
+
+
+class _Rank0:
+    """What only rank 0 does: the dashboard (W&B, metrics.jsonl, PNGs), sample grids, validation, checkpoints and the
+    push of the weights to the DAgger actors."""
+
+    def __init__(self, state: TrainState, resumed: Path | None) -> None:
+        from datagen.dagger import weights_by_push
+        from training.dashboard import Dashboard
+        from training.push import WeightPusher
+
+        cfg = state.cfg
+        self.state = state
+        self.dash = Dashboard(cfg, run_dir(cfg))
+        self.pusher = WeightPusher(cfg.datagen.dagger.actors) if weights_by_push(cfg) else None
+        if resumed is not None:
+            self.dash.log({"resumed_from": float(state.step)}, state.step)
+        self.last_saved = state.step
+        self.val_loader: Any = None
+
+    def after_step(self, result: _StepResult) -> None:
+        """The periodic actions due at the step just taken."""
+        state, t = self.state, self.state.cfg.train
+        step = state.step
+        if _due(step, t.image_every, t.steps):
+            self._sample_grid(result, step)
+        if t.val_batches and _due(step, t.val_every, t.steps):
+            self._validate(step)
+        if _due(step, t.checkpoint_every, t.steps):
+            state.save()
+            self.last_saved = step
+        if self.pusher is not None and _due(step, t.push_every, t.steps):
+            self.pusher.push(state.policy, step)
+
+    def finish(self) -> None:
+        """Save the last step if its checkpoint is not on disk yet, and close the dashboard."""
+        if self.last_saved != self.state.step:
+            self.state.save()
+        self.dash.finish()
+
+    def _sample_grid(self, result: _StepResult, step: int) -> None:
+        batch, k = result.batch, min(8, len(result.batch["vel"]))
+        self.dash.samples(
+            (batch["cur"][:k].permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8),
+            (batch["des"][:k].permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8),
+            result.vel[:k].float().cpu().numpy(),
+            batch["vel"][:k].float().cpu().numpy(),
+            step,
+        )
+
+    def _validate(self, step: int) -> None:
+        from training.dataset import make_loader
+        from training.validation import validate
+
+        state, cfg = self.state, self.state.cfg
+        if self.val_loader is None:  # built once: its workers persist between validations
+            # Matching accuracy is measured wherever the data has correspondences, aux loss or not.
+            val_coarse = cfg.policy.loss.aux_match > 0 or cfg.datagen.hemisphere.coarse_match
+            self.val_loader = make_loader(cfg.data, "val", cfg.run.seed, cfg.train.batch_size, with_coarse=val_coarse,
+                                          rot90=cfg.policy.rot90)  # fmt: skip
+        val = validate(state.policy, cfg, self.val_loader, state.device)
+        if val:
+            self.dash.log(val, step)
+            self.dash.validation_plot()
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """The per-worker loop Ray Train runs (also runnable without Ray for one process)."""
     import ray.train
     import ray.train.torch
 
-    from datagen.dagger import weights_by_push
-    from training.dashboard import Dashboard
     from training.dataset import make_loader, wait_for_shards
-    from training.push import WeightPusher
-    from training.validation import validate
 
     cfg = Config.model_validate(config["cfg"])
     t = cfg.train
@@ -141,88 +285,23 @@ def train_loop(config: dict[str, Any]) -> None:
     resumed = state.resume()
     model = ray.train.torch.prepare_model(state.policy) if world > 1 else state.policy
     wait_for_shards(cfg.data.root, t.wait_for_data)
-    with_coarse = cfg.policy.loss.aux_match > 0
     loader = make_loader(cfg.data, "train", cfg.run.seed + state.step, t.batch_size, rank=rank, world_size=world,
-                         with_coarse=with_coarse, rot90=cfg.policy.rot90)  # fmt: skip
+                         with_coarse=cfg.policy.loss.aux_match > 0, rot90=cfg.policy.rot90)  # fmt: skip
     batches = iter(loader)
-    dash = Dashboard(cfg, run_dir(cfg)) if rank == 0 else None
-    pusher = WeightPusher(cfg.datagen.dagger.actors) if rank == 0 and weights_by_push(cfg) else None
-    if dash is not None and resumed is not None:
-        dash.log({"resumed_from": float(state.step)}, state.step)
-    last_saved = state.step
-    val_loader: Any = None
-    window_t, window_n = time.perf_counter(), 0
-    window: dict[str, float] = {}  # loss sums since the last log: logged values are window means, not one batch
-    window_steps, first_step = 0, state.step + 1
+    rank0 = _Rank0(state, resumed) if rank == 0 else None
+    window = _LogWindow(first_step=state.step + 1)
     while state.step < t.steps:
-        model.train()
-        totals: dict[str, float] = {}
-        batch: dict[str, torch.Tensor] = {}
-        vel = torch.zeros(0)
-        for micro in range(t.accumulate):
-            batch = _to_device(next(batches), device)
-            sync = model.no_sync() if world > 1 and micro < t.accumulate - 1 else nullcontext()
-            with sync:
-                out = model(batch["cur"], batch["des"])
-                losses = policy_loss(out, batch["vel"], cfg.policy.loss, batch.get("coarse_match"),
-                                     batch.get("coarse_valid"))  # fmt: skip
-                state.scaler.scale(losses["total"] / t.accumulate).backward()
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) / t.accumulate
-            vel = out.vel.detach()
-            window_n += len(batch["vel"]) * world
-        state.scaler.unscale_(state.opt)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, t.grad_clip))
-        state.scaler.step(state.opt)
-        state.scaler.update()
-        state.opt.zero_grad(set_to_none=True)
-        state.sched.step()
-        state.step += 1
-        step = state.step
-        for k, v in totals.items():
-            window[k] = window.get(k, 0.0) + v
-        window_steps += 1
-        if step % t.log_every == 0 or step == t.steps or step == first_step:
-            dt = time.perf_counter() - window_t
-            metrics = {f"train/{'loss' if k == 'total' else k}": v / window_steps for k, v in window.items()}
-            window, window_steps = {}, 0
-            metrics.update(_batch_metrics(batch, vel, step))
-            metrics.update({"train/lr": state.sched.get_last_lr()[0], "train/grad_norm": grad_norm,
-                            "train/samples_per_s": window_n / max(dt, 1e-9)})  # fmt: skip
-            window_t, window_n = time.perf_counter(), 0
-            if dash is not None:
-                dash.log(metrics, step)
+        result = _optimiser_step(state, model, batches, world)
+        window.add(result)
+        if window.due(state.step, t):
+            metrics = window.take(result, state)
+            if rank0 is not None:
+                rank0.dash.log(metrics, state.step)
             ray.train.report({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
-        if dash is None:
-            continue
-        if step % t.image_every == 0 or step == t.steps:
-            k = min(8, len(batch["vel"]))
-            dash.samples(
-                (batch["cur"][:k].permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8),
-                (batch["des"][:k].permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8),
-                vel[:k].float().cpu().numpy(),
-                batch["vel"][:k].float().cpu().numpy(),
-                step,
-            )
-        if t.val_batches and (step % t.val_every == 0 or step == t.steps):
-            if val_loader is None:  # built once: its workers persist between validations
-                # Matching accuracy is measured wherever the data has correspondences, aux loss or not.
-                val_coarse = with_coarse or cfg.datagen.hemisphere.coarse_match
-                val_loader = make_loader(cfg.data, "val", cfg.run.seed, t.batch_size, with_coarse=val_coarse,
-                                         rot90=cfg.policy.rot90)  # fmt: skip
-            val = validate(state.policy, cfg, val_loader, state.device)
-            if val:
-                dash.log(val, step)
-                dash.validation_plot()
-        if step % t.checkpoint_every == 0 or step == t.steps:
-            state.save()
-            last_saved = step
-        if pusher is not None and (step % t.push_every == 0 or step == t.steps):
-            pusher.push(state.policy, step)
-    if dash is not None:
-        if last_saved != state.step:
-            state.save()
-        dash.finish()
+        if rank0 is not None:
+            rank0.after_step(result)
+    if rank0 is not None:
+        rank0.finish()
 
 
 def run_training(cfg: Config) -> Any:

@@ -9,6 +9,8 @@ import trimesh
 from assets.decimation import decimate
 from assets.procedural_meshes import make_mesh
 
+pytestmark = pytest.mark.unit
+
 
 def _fine_sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A UV sphere of radius 0.5 with ~20k faces and a seam, like a scan's parameterised surface."""

@@ -12,6 +12,8 @@ import pytest
 from assets import folder_index
 from assets.folder_index import INDEX_FILE, cached_index
 
+pytestmark = pytest.mark.unit
+
 
 def _age(root: Path, seconds: float = 100.0) -> None:
     """Backdate every directory, as for a dataset downloaded a while ago (fresh mtimes are not trusted)."""

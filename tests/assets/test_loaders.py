@@ -20,6 +20,8 @@ from assets.mesh import Mesh
 from assets.procedural_meshes import make_mesh
 from assets.procedural_textures import make_texture
 
+pytestmark = pytest.mark.unit
+
 
 def _age(root: Path) -> None:
     """Backdate every directory so the index trusts it (see assets.folder_index on fresh mtimes)."""

@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import assets
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOWED_THIRD_PARTY = {"numpy", "trimesh", "PIL", "cv2"}
+ALLOWED_PROJECT = {"assets", "file_io"}  # file_io: the atomic writes, a module below every package
 
 
+@pytest.mark.unit
 def test_imports_only_numpy_trimesh_pillow_opencv_and_itself() -> None:
     for path in sorted((ROOT / "assets").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -24,10 +28,11 @@ def test_imports_only_numpy_trimesh_pillow_opencv_and_itself() -> None:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                ok = top in ALLOWED_THIRD_PARTY | {"assets", "file_io", "__future__"} or top in sys.stdlib_module_names
+                ok = top in ALLOWED_THIRD_PARTY | ALLOWED_PROJECT | {"__future__"} or top in sys.stdlib_module_names
                 assert ok, f"{path.name} imports {name}"
 
 
+@pytest.mark.integration
 def test_import_is_light() -> None:
     heavy = "{'trimesh', 'cv2', 'PIL', 'sim', 'policy', 'mujoco', 'torch'}"
     code = f"import sys, assets\nprint(sorted({heavy} & set(sys.modules)))"
@@ -35,6 +40,7 @@ def test_import_is_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.unit
 def test_every_public_name_resolves() -> None:
     for name in assets.__all__:
         assert getattr(assets, name) is not None

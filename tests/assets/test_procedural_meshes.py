@@ -9,6 +9,8 @@ import trimesh
 from assets.mesh import Mesh
 from assets.procedural_meshes import MESH_FAMILIES, make_mesh
 
+pytestmark = pytest.mark.unit
+
 SEEDS = range(6)
 # Families whose UVs wrap around an axis (and so have a seam); the others project UVs per flat face.
 WRAPPED = ("cylinder", "sphere", "capsule", "cone", "torus", "superquadric", "vase")

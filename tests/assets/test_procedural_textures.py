@@ -9,6 +9,8 @@ import pytest
 
 from assets.procedural_textures import TEXTURE_FAMILIES, make_sky, make_texture, random_color, random_palette
 
+pytestmark = pytest.mark.unit
+
 TILEABLE = ("checker", "stripes", "noise", "voronoi", "dots", "patches", "marble")
 
 

@@ -10,6 +10,8 @@ import pytest
 from assets.loaders import ImageFolder, MeshFolder
 from assets.sample_folder import write_sample_folder
 
+pytestmark = pytest.mark.unit
+
 
 def test_sample_folder_is_a_gso_layout_with_photo_textures(tmp_path: Path) -> None:
     meshes, textures = write_sample_folder(tmp_path, models=3, textures=2, seed=1)

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = [f"gso/model_{i:05d}" for i in range(5000)]
 
 
+@pytest.mark.unit
 def test_deterministic_and_disjoint() -> None:
     train = filter_split(NAMES, "train", 0.2)
     heldout = filter_split(NAMES, "heldout", 0.2)
@@ -25,12 +26,14 @@ def test_deterministic_and_disjoint() -> None:
     assert train == [n for n in NAMES if n in set(train)]  # order kept
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("fraction", [0.05, 0.2, 0.5])
 def test_about_the_requested_fraction(fraction: float) -> None:
     share = len(filter_split(NAMES, "heldout", fraction)) / len(NAMES)
     assert abs(share - fraction) < 4 * np.sqrt(fraction * (1 - fraction) / len(NAMES))
 
 
+@pytest.mark.unit
 def test_edges_of_the_fraction_range() -> None:
     assert filter_split(NAMES[:100], "heldout", 0.0) == []
     assert filter_split(NAMES[:100], "train", 1.0) == []
@@ -40,6 +43,7 @@ def test_edges_of_the_fraction_range() -> None:
         filter_split(NAMES, "test", 0.1)  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
 def test_adding_names_never_moves_existing_ones() -> None:
     before = {n: split_of(n, 0.1) for n in NAMES[:1000]}
     grown = NAMES[:1000] + [f"new/{i}" for i in range(1000)]
@@ -47,16 +51,19 @@ def test_adding_names_never_moves_existing_ones() -> None:
     assert all(after[n] == s for n, s in before.items())
 
 
+@pytest.mark.unit
 def test_a_larger_fraction_only_adds_to_held_out() -> None:
     assert set(filter_split(NAMES, "heldout", 0.1)) <= set(filter_split(NAMES, "heldout", 0.2))
 
 
+@pytest.mark.unit
 def test_salt_gives_an_independent_split() -> None:
     a = set(filter_split(NAMES, "heldout", 0.5, salt="mesh"))
     b = set(filter_split(NAMES, "heldout", 0.5, salt="texture"))
     assert 0.35 < len(a & b) / len(a) < 0.65
 
 
+@pytest.mark.integration
 def test_same_answer_in_another_process_and_pinned() -> None:
     # Python's own hash() is salted per process; the split must not be.
     code = (
@@ -73,6 +80,7 @@ def test_same_answer_in_another_process_and_pinned() -> None:
 PINNED = ["heldout", "heldout", "heldout", "heldout", "train", "train", "heldout", "train"]
 
 
+@pytest.mark.unit
 def test_procedural_names_and_seeds() -> None:
     assert procedural_name("box", 17) == "proc/box/17"
     rng = np.random.default_rng(0)

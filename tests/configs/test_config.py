@@ -16,24 +16,28 @@ from configs import ConfigError, available_configs, load_config, save_config, va
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.unit
 def test_every_shipped_config_is_valid() -> None:
     assert {"smoke", "default"} <= set(available_configs())
     for name in available_configs():
         load_config(name)
 
 
+@pytest.mark.unit
 def test_smoke_is_the_cpu_default() -> None:
     cfg = load_config()
     assert cfg.run.name == "smoke" and cfg.sim.camera.width == 256 and cfg.sim.camera.focal_scale == 1.0
     assert cfg.sim.poses.desired.radius == (0.5, 0.9)
 
 
+@pytest.mark.unit
 def test_default_extends_smoke() -> None:
     cfg = load_config("default")
     assert cfg.run.name == "default" and cfg.sim.camera.width == 512
     assert cfg.sim.poses == load_config("smoke").sim.poses
 
 
+@pytest.mark.unit
 def test_overrides_are_typed() -> None:
     cfg = load_config("smoke", ["sim.camera.width=320", "run.name=try1", "sim.poses.desired.radius=[0.6, 0.8]"])
     assert cfg.sim.camera.width == 320 and isinstance(cfg.sim.camera.width, int)
@@ -42,6 +46,7 @@ def test_overrides_are_typed() -> None:
     assert cfg.sim.poses.initial.radius == (0.5, 0.9)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
@@ -72,12 +77,14 @@ def test_bad_values_name_the_key_and_what_is_allowed(override: str, expected: st
     assert expected in str(info.value)
 
 
+@pytest.mark.unit
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         load_config("smoke", ["sim.camera.width=1", "sim.camera.height=1"])
     assert len(info.value.problems) == 2
 
 
+@pytest.mark.unit
 def test_missing_keys_are_named(tmp_path: Path) -> None:
     data = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
     del data["sim"]["camera"]["height"]
@@ -85,6 +92,7 @@ def test_missing_keys_are_named(tmp_path: Path) -> None:
         validate_config(data)
 
 
+@pytest.mark.unit
 def test_unknown_config_and_extends_cycle(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="shipped configs: "):
         load_config("no_such_config")
@@ -94,6 +102,7 @@ def test_unknown_config_and_extends_cycle(tmp_path: Path) -> None:
         load_config(tmp_path / "a.yaml")
 
 
+@pytest.mark.unit
 def test_a_user_file_can_extend_a_shipped_or_a_sibling_config(tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text("extends: default\nrun:\n  name: mine\n  root: ${run.name}_out\n")
     cfg = load_config(tmp_path / "mine.yaml")
@@ -103,6 +112,7 @@ def test_a_user_file_can_extend_a_shipped_or_a_sibling_config(tmp_path: Path) ->
     assert load_config(tmp_path / "mine.yaml").sim.camera.width == 256  # a sibling file wins
 
 
+@pytest.mark.unit
 def test_saved_config_reloads_identically(tmp_path: Path) -> None:
     cfg = load_config("smoke", ["sim.camera.width=320", "run.seed=7"])
     path = save_config(cfg, tmp_path / "out")
@@ -111,6 +121,7 @@ def test_saved_config_reloads_identically(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "out") == ["config.yaml"]  # no temporary file left behind
 
 
+@pytest.mark.integration
 def test_cli_prints_the_resolved_config_and_rejects_bad_keys() -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "configs", "--config", "default", "sim.camera.height=384"],
@@ -132,6 +143,7 @@ def test_cli_prints_the_resolved_config_and_rejects_bad_keys() -> None:
     assert bad.returncode == 2 and "sim.camera.widht: unknown key" in bad.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_passes_args_through() -> None:
     out = subprocess.run(
@@ -147,6 +159,7 @@ def test_make_passes_args_through() -> None:
     assert printed["run"]["name"] == "via_make" and printed["sim"]["camera"]["width"] == 320
 
 
+@pytest.mark.unit
 def test_near_goal_ranges_must_be_log_uniform() -> None:
     with pytest.raises(ConfigError, match=r"datagen\.hemisphere\.near_goal_translation: .*low > 0"):
         load_config("smoke", ["datagen.hemisphere.near_goal_translation=[0, 0.3]"])

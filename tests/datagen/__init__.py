@@ -1,1 +1,1 @@
-"""Tests of datagen: the producers, the Ray runner, inspection; the synthetic-shard helpers are in tests.shards."""
+"""Tests of datagen: the producers, the Ray runner, inspection; synthetic shards come from tests/fixtures."""

@@ -13,19 +13,18 @@ from PIL import Image
 
 from datagen.inspect import LABELS, InspectError, check_shard, inspect, main
 from shards import DatasetReader, ShardError, ShardKey, array_sha256
-from tests.shards import make_buffer, make_writer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def dataset(tmp_path: Path) -> tuple[Path, np.ndarray]:
+def dataset(tmp_path: Path, shard_buffer, shard_writer) -> tuple[Path, np.ndarray]:
     """Two hemisphere shards (expert only) and a DAgger round-1 shard with policy version 3 on half its samples."""
-    writer = make_writer(tmp_path)
+    writer = shard_writer(tmp_path)
     buffers = {
-        ShardKey("hemisphere", 0, 0): make_buffer(seed=0, n=10),
-        ShardKey("hemisphere", 0, 1): make_buffer(seed=1, n=7),
-        ShardKey("dagger", 1, 0): make_buffer(seed=2, n=8, policy_version=3, coarse=(3, 4)),
+        ShardKey("hemisphere", 0, 0): shard_buffer(seed=0, n=10),
+        ShardKey("hemisphere", 0, 1): shard_buffer(seed=1, n=7),
+        ShardKey("dagger", 1, 0): shard_buffer(seed=2, n=8, policy_version=3, coarse=(3, 4)),
     }
     for key, buf in buffers.items():
         writer.publish(key, buf, sidecar={})
@@ -33,6 +32,7 @@ def dataset(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return tmp_path, vel
 
 
+@pytest.mark.unit
 def test_inspect_prints_and_returns_the_stats_and_writes_the_grid(dataset, capsys: pytest.CaptureFixture) -> None:
     root, vel = dataset
     stats = inspect(root, samples=5)
@@ -71,8 +71,9 @@ def test_inspect_prints_and_returns_the_stats_and_writes_the_grid(dataset, capsy
     assert summary.startswith("inspect: 3 shards, 25 samples,") and "MB on disk" in summary and str(out) in summary
 
 
-def test_inspect_of_an_empty_dataset_writes_no_grid(tmp_path: Path) -> None:
-    make_writer(tmp_path)
+@pytest.mark.unit
+def test_inspect_of_an_empty_dataset_writes_no_grid(tmp_path: Path, shard_writer) -> None:
+    shard_writer(tmp_path)
     stats = inspect(tmp_path, out=tmp_path / "g.png")
     assert (stats["shards"], stats["samples"], stats["labels"], stats["out"]) == (0, 0, {}, None)
     assert not (tmp_path / "g.png").exists()
@@ -83,6 +84,7 @@ def _chunk_file(root: Path, shard_id: str, array: str) -> Path:
     return max(files, key=lambda p: p.stat().st_size)
 
 
+@pytest.mark.unit
 def test_inspect_fails_on_a_corrupted_chunk_naming_the_shard(dataset, capsys: pytest.CaptureFixture) -> None:
     root, _ = dataset
     chunk = _chunk_file(root, "hemisphere-r0000-000001", "cur_rgb")
@@ -97,6 +99,7 @@ def test_inspect_fails_on_a_corrupted_chunk_naming_the_shard(dataset, capsys: py
     assert "BAD" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_inspect_catches_data_that_differs_from_its_checksum(dataset) -> None:
     import zarr
 
@@ -108,6 +111,7 @@ def test_inspect_catches_data_that_differs_from_its_checksum(dataset) -> None:
         inspect(root, samples=0)
 
 
+@pytest.mark.unit
 def test_inspect_catches_a_deleted_chunk_file(dataset) -> None:
     root, _ = dataset
     # zarr reads a missing chunk file as the fill value (zeros) without a word; the checksum tells
@@ -116,6 +120,7 @@ def test_inspect_catches_a_deleted_chunk_file(dataset) -> None:
         inspect(root, samples=0)
 
 
+@pytest.mark.unit
 def test_inspect_catches_invalid_data_in_a_shard(dataset) -> None:
     import zarr
 
@@ -135,6 +140,7 @@ def test_inspect_catches_invalid_data_in_a_shard(dataset) -> None:
         inspect(root, samples=0)
 
 
+@pytest.mark.integration
 def test_cli_exit_status_and_messages(dataset, tmp_path: Path) -> None:
     root, _ = dataset
     grid = tmp_path / "out" / "grid.png"
@@ -153,6 +159,7 @@ def test_cli_exit_status_and_messages(dataset, tmp_path: Path) -> None:
     assert main([str(tmp_path / "missing")]) == 2
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("quarantine", [False, True])
 def test_datagen_verify_names_each_damaged_shard(dataset, capsys: pytest.CaptureFixture, quarantine: bool) -> None:
     from datagen.__main__ import verify

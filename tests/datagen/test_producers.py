@@ -18,12 +18,6 @@ from policy.control import normalize_velocity, pbvs
 from shards import DatasetReader
 from sim.geometry import relative_pose
 
-SMALL = ["sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]"]
-
-
-def _cfg(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
-    return load_config("smoke", [f"run.root={tmp_path}", *SMALL, *overrides])
-
 
 def _check_labels(arrays: dict[str, np.ndarray]) -> None:
     for i in range(len(arrays["vel"])):
@@ -32,8 +26,9 @@ def _check_labels(arrays: dict[str, np.ndarray]) -> None:
         np.testing.assert_allclose(arrays["vel"][i], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_hemisphere_shards_hold_pbvs_labels_and_correspondences(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=24", "datagen.hemisphere.shard_samples=10")
+@pytest.mark.integration
+def test_hemisphere_shards_hold_pbvs_labels_and_correspondences(small_cfg) -> None:
+    cfg = small_cfg("datagen.hemisphere.samples=24", "datagen.hemisphere.shard_samples=10")
     p = HemisphereProducer(cfg)
     p.run()
     reader = DatasetReader(cfg.datagen.root)
@@ -49,8 +44,9 @@ def test_hemisphere_shards_hold_pbvs_labels_and_correspondences(tmp_path: Path) 
     p.close()
 
 
-def test_hemisphere_shards_are_a_pure_function_of_the_seed(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=16", "datagen.hemisphere.shard_samples=8")
+@pytest.mark.integration
+def test_hemisphere_shards_are_a_pure_function_of_the_seed(small_cfg) -> None:
+    cfg = small_cfg("datagen.hemisphere.samples=16", "datagen.hemisphere.shard_samples=8")
     p = HemisphereProducer(cfg)
     a, seeds_a = p.make_shard(0)
     b, seeds_b = p.make_shard(0)
@@ -62,14 +58,14 @@ def test_hemisphere_shards_are_a_pure_function_of_the_seed(tmp_path: Path) -> No
     p.close()
 
 
-def test_rerun_fills_only_missing_shards(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=20", "datagen.hemisphere.shard_samples=10")
+@pytest.mark.integration
+def test_rerun_fills_only_missing_shards(small_cfg) -> None:
+    cfg = small_cfg("datagen.hemisphere.samples=20", "datagen.hemisphere.shard_samples=10")
     first = HemisphereProducer(cfg)
     first.run()
     shard = Path(cfg.datagen.root) / "shards" / "hemisphere-r0000-000001.zarr"
     stamp = shard.stat().st_mtime_ns
-    bigger = load_config("smoke", [f"run.root={tmp_path}", *SMALL, "datagen.hemisphere.samples=30",
-                                    "datagen.hemisphere.shard_samples=10"])  # fmt: skip
+    bigger = small_cfg("datagen.hemisphere.samples=30", "datagen.hemisphere.shard_samples=10")
     second = HemisphereProducer(bigger)
     stats = second.run()
     assert stats["skipped"] == 2 and stats["shards"] == 1
@@ -79,6 +75,7 @@ def test_rerun_fills_only_missing_shards(tmp_path: Path) -> None:
     second.close()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("override", "refused"),
     [
@@ -91,30 +88,31 @@ def test_rerun_fills_only_missing_shards(tmp_path: Path) -> None:
         ("datagen.hemisphere.actors=3", None),
     ],
 )
-def test_a_rerun_with_another_config_is_refused_naming_the_keys(tmp_path: Path, override: str, refused) -> None:
+def test_a_rerun_with_another_config_is_refused_naming_the_keys(override: str, refused, small_cfg) -> None:
     from datagen.producer import open_writer
     from shards import ShardError
 
     base = ["datagen.hemisphere.samples=10", "datagen.hemisphere.shard_samples=10"]
-    cfg = _cfg(tmp_path, *base)
+    cfg = small_cfg(*base)
     HemisphereProducer(cfg).run()
     root = Path(cfg.datagen.root)
     record = (root / "config.yaml").read_text()
     info = (root / "info.json").read_text()
-    changed = _cfg(tmp_path, *base, override)
+    changed = small_cfg(*base, override)
     if refused is None:
         open_writer(changed)
     else:
         with pytest.raises(ShardError, match=rf"made with another config.*{refused}.*datagen.append=true"):
             open_writer(changed)
         with pytest.warns(RuntimeWarning, match=rf"appending shards made with another config.*{refused}"):
-            open_writer(_cfg(tmp_path, *base, override, "datagen.append=true"))
+            open_writer(small_cfg(*base, override, "datagen.append=true"))
     # The root's record is the config its first data was made with, whatever came later.
     assert (root / "config.yaml").read_text() == record and (root / "info.json").read_text() == info
     side = DatasetReader(root).shards[0].sidecar
     assert side["config"]["run"]["seed"] == 0 and side["config"]["datagen"]["hemisphere"]["samples"] == 10
 
 
+@pytest.mark.unit
 def test_beta_schedules() -> None:
     b = load_config("smoke").datagen.dagger.beta
     assert beta_for_round(b, 0) == 1.0
@@ -126,8 +124,9 @@ def test_beta_schedules() -> None:
         beta_for_round(b, -1)
 
 
-def test_dagger_starts_as_the_expert_then_uses_pushed_weights(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "datagen.dagger.samples=20", "datagen.dagger.shard_samples=10",
+@pytest.mark.integration
+def test_dagger_starts_as_the_expert_then_uses_pushed_weights(small_cfg) -> None:
+    cfg = small_cfg("datagen.dagger.samples=20", "datagen.dagger.shard_samples=10",
                "datagen.dagger.episode_steps=10", "datagen.dagger.beta.kind=constant", "datagen.dagger.beta.value=0.0",
                "datagen.dagger.beta.min=0.0")  # fmt: skip
     p = DaggerProducer(cfg)
@@ -159,8 +158,9 @@ def test_dagger_starts_as_the_expert_then_uses_pushed_weights(tmp_path: Path) ->
     p.close()
 
 
-def test_near_goal_share_of_hemisphere_pairs(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=40", "datagen.hemisphere.shard_samples=40",
+@pytest.mark.integration
+def test_near_goal_share_of_hemisphere_pairs(small_cfg) -> None:
+    cfg = small_cfg("datagen.hemisphere.samples=40", "datagen.hemisphere.shard_samples=40",
                "datagen.hemisphere.near_goal=0.5")  # fmt: skip
     p = HemisphereProducer(cfg)
     buf, _ = p.make_shard(0)
@@ -172,8 +172,9 @@ def test_near_goal_share_of_hemisphere_pairs(tmp_path: Path) -> None:
     assert 0.25 < np.mean(norms < 0.3) < 0.75 and norms.min() < 0.05
 
 
-def test_orbit_share_of_near_goal_pairs(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "datagen.hemisphere.samples=30", "datagen.hemisphere.shard_samples=30",
+@pytest.mark.integration
+def test_orbit_share_of_near_goal_pairs(small_cfg) -> None:
+    cfg = small_cfg("datagen.hemisphere.samples=30", "datagen.hemisphere.shard_samples=30",
                "datagen.hemisphere.near_goal=1.0", "datagen.hemisphere.near_goal_orbit=1.0")  # fmt: skip
     p = HemisphereProducer(cfg)
     buf, _ = p.make_shard(0)
@@ -186,8 +187,9 @@ def test_orbit_share_of_near_goal_pairs(tmp_path: Path) -> None:
         assert p_c[:2] == pytest.approx([0.0, 0.0], abs=1e-6) and p_c[2] == pytest.approx(d, rel=1e-6)
 
 
-def test_dagger_loads_the_newest_checkpoint_of_the_run(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+@pytest.mark.integration
+def test_dagger_loads_the_newest_checkpoint_of_the_run(small_cfg) -> None:
+    cfg = small_cfg()
     ckpts = Path(cfg.datagen.checkpoints)
     policy = build_policy(cfg.policy)
     save_checkpoint(policy, ckpts / "step_000010", version=2)
@@ -200,11 +202,12 @@ def test_dagger_loads_the_newest_checkpoint_of_the_run(tmp_path: Path) -> None:
     p.close()
 
 
-def test_isaac_dagger_polls_the_checkpoints_instead_of_taking_pushes(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_isaac_dagger_polls_the_checkpoints_instead_of_taking_pushes(small_cfg) -> None:
     from datagen.dagger import weights_by_push
 
-    assert weights_by_push(_cfg(tmp_path)) and not weights_by_push(_cfg(tmp_path, "sim.backend=isaac"))
-    cfg = _cfg(tmp_path)
+    assert weights_by_push(small_cfg()) and not weights_by_push(small_cfg("sim.backend=isaac"))
+    cfg = small_cfg()
     ckpts = Path(cfg.datagen.checkpoints)
     policy = build_policy(cfg.policy)
     p = DaggerProducer(cfg, poll_seconds=0.0)  # what an Isaac actor does, every POLL_SECONDS
@@ -226,8 +229,9 @@ def test_isaac_dagger_polls_the_checkpoints_instead_of_taking_pushes(tmp_path: P
     pushed.close()
 
 
+@pytest.mark.unit
 def test_producers_ask_ray_for_their_resources_and_isaac_dagger_is_synchronous(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, small_cfg
 ) -> None:
     from datagen import runner
 
@@ -246,8 +250,8 @@ def test_producers_ask_ray_for_their_resources_and_isaac_dagger_is_synchronous(
 
     monkeypatch.setattr(runner, "remote_classes", lambda: (Fake("hemisphere"), Fake("dagger")))
     extra = ["datagen.hemisphere.resources={rtx: 1}", "datagen.dagger.resources={rtx: 0.5}"]
-    runner.start_producers(_cfg(tmp_path, *extra))
-    runner.start_producers(_cfg(tmp_path, *extra, "sim.backend=isaac"))
+    runner.start_producers(small_cfg(*extra))
+    runner.start_producers(small_cfg(*extra, "sim.backend=isaac"))
     hemi = [o for k, o in made if k == "hemisphere"]
     dagger = [o for k, o in made if k == "dagger"]
     assert all(o["resources"] == {"rtx": 1.0} for o in hemi)

@@ -11,30 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from configs import load_config
 from datagen.runner import run_datagen, start_producers
-from runtime.ray_cluster import init_ray
 from shards import DatasetReader, validate_arrays
 
-SMALL = ["sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]", "datagen.num_cpus=2"]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _cfg(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
-    return load_config("smoke", [f"run.root={tmp_path}", *SMALL, *overrides])
-
-
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    import ray
-
-    assert init_ray(_cfg(tmp_path_factory.mktemp("ray")))
-    yield ray
-    ray.shutdown()
-
-
-def test_make_datagen_shape_end_to_end_and_rerun(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
-    cfg = _cfg(
-        tmp_path, "run.name=e2e", "datagen.hemisphere.samples=30", "datagen.hemisphere.shard_samples=10",
+def test_make_datagen_shape_end_to_end_and_rerun(tmp_path: Path, ray_session, small_cfg) -> None:  # type: ignore[no-untyped-def]
+    cfg = small_cfg(
+        "run.name=e2e", "datagen.hemisphere.samples=30", "datagen.hemisphere.shard_samples=10",
         "datagen.dagger.samples=20", "datagen.dagger.shard_samples=10", "datagen.dagger.episode_steps=10",
     )  # fmt: skip
     summary = run_datagen(cfg, show_progress=False)
@@ -46,10 +31,10 @@ def test_make_datagen_shape_end_to_end_and_rerun(tmp_path: Path, ray_session) ->
     assert again.new_samples == 0 and again.samples == summary.samples
 
 
-def test_a_killed_producer_resumes_and_no_partial_shard_is_ever_listed(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
+def test_a_killed_producer_resumes_and_no_partial_shard_is_ever_listed(ray_session, small_cfg) -> None:  # type: ignore[no-untyped-def]
     ray = ray_session
-    cfg = _cfg(
-        tmp_path, "run.name=kill", "datagen.hemisphere.samples=80", "datagen.hemisphere.shard_samples=10",
+    cfg = small_cfg(
+        "run.name=kill", "datagen.hemisphere.samples=80", "datagen.hemisphere.shard_samples=10",
         "datagen.hemisphere.max_restarts=2", "datagen.dagger.samples=0",
     )  # fmt: skip
     from datagen.producer import open_writer
@@ -85,3 +70,4 @@ def test_a_killed_producer_resumes_and_no_partial_shard_is_ever_listed(tmp_path:
     assert not any((Path(cfg.datagen.root) / "_tmp").iterdir())  # the restart cleaned what the kill left
     first = reader.read(reader.shards[0])
     assert np.isfinite(first["vel"]).all()
+    ray.kill(actor)  # idle, it would hold a CPU of the session's Ray for the tests after this one

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from configs import load_config
 from evaluation.episodes import run_episode
 from evaluation.metrics import summarise
 from evaluation.oracle import OracleController
 from policy.interface import ControlOutput
 from sim import ServoEnv
+from tests.fixtures.factories import small_config
+
+pytestmark = pytest.mark.integration
 
 # The CNS benchmark draws the initial pose from the desired distribution (shared/notes/benchmark-protocol.md).
 BENCHMARK_POSES = [
@@ -23,11 +25,12 @@ BENCHMARK_POSES = [
 
 @pytest.fixture(scope="module")
 def env() -> ServoEnv:
-    e = ServoEnv(load_config("smoke", ["sim.camera.width=64", "sim.camera.height=64", *BENCHMARK_POSES]).sim)
+    e = ServoEnv(small_config(*BENCHMARK_POSES).sim)
     yield e
     e.close()
 
 
+@pytest.mark.slow
 def test_oracle_reaches_every_goal_of_the_benchmark_distribution(env: ServoEnv) -> None:
     episodes = [run_episode(env, OracleController(env), seed) for seed in range(8)]
     row = summarise(episodes)

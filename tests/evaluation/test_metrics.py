@@ -8,6 +8,8 @@ import pytest
 
 from evaluation.metrics import Episode, by_initial_rotation, is_success, success_interval, summarise
 
+pytestmark = pytest.mark.unit
+
 
 def test_success_rule_follows_cns() -> None:
     assert is_success(0.09, 9.9, desired_distance=1.0)

@@ -19,14 +19,17 @@ from evaluation.suites import available_suites, load_suite, suite_config
 from policy.checkpoint import build_policy, save_checkpoint
 from policy.registry import available_controllers, make_controller
 from policy.servo import ServoController, ServoOutput
+from tests.fixtures.factories import small_config, small_overrides
 
-SMALL = ["sim.camera.width=64", "sim.camera.height=64", "eval.wandb.mode=disabled"]
-
-
-def _plan(tmp_path: Path, *overrides: str):
-    return make_plan("smoke", [*SMALL, f"run.root={tmp_path}", "eval.workers=0", *overrides])
+QUIET = "eval.wandb.mode=disabled"
 
 
+def _plan(root: Path, *overrides: str):  # type: ignore[no-untyped-def]
+    """The plan of a small benchmark run in this process, its report under `root`."""
+    return make_plan("smoke", small_overrides(QUIET, "eval.workers=0", *overrides, root=root))
+
+
+@pytest.mark.unit
 def test_shipped_suites_cover_table_one_and_the_hard_cases() -> None:
     names = available_suites()
     assert "common" not in names and any("canonical" in n for n in names)
@@ -44,6 +47,7 @@ def test_shipped_suites_cover_table_one_and_the_hard_cases() -> None:
     assert suite_config("smoke", load_suite("canonical"), ["sim.camera.focal_scale=2.0"]).sim.camera.focal_scale == 2.0
 
 
+@pytest.mark.unit
 def test_bad_suites_and_controllers_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"suite 'nope' not found; shipped suites: .*canonical"):
         load_suite("nope")
@@ -66,6 +70,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return p
 
 
+@pytest.mark.unit
 def test_plan_runs_every_controller_on_the_same_seeds_and_skips_what_a_suite_excludes(tmp_path: Path) -> None:
     cfg, plan = _plan(
         tmp_path, "eval.suites=[canonical,f0.5_d0.5_unaware]", "eval.controllers=[oracle,sift_pbvs]", "eval.episodes=3"
@@ -77,6 +82,7 @@ def test_plan_runs_every_controller_on_the_same_seeds_and_skips_what_a_suite_exc
         _plan(tmp_path, "eval.suites=[f0.5_d0.5_unaware]", "eval.controllers=[oracle]")
 
 
+@pytest.mark.unit
 def test_cnsv2_without_a_checkpoint_says_how_to_get_one(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="make pipeline"):
         _plan(tmp_path, "eval.controllers=[cnsv2]")
@@ -84,6 +90,8 @@ def test_cnsv2_without_a_checkpoint_says_how_to_get_one(tmp_path: Path) -> None:
         _plan(tmp_path, "eval.controllers=[cnsv2_pbvs]", f"eval.checkpoint={tmp_path / 'missing'}")
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_written(tmp_path: Path) -> None:
     cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", "eval.controllers=[oracle]", "eval.episodes=6")
     results = run_jobs(cfg, plan)
@@ -109,19 +117,22 @@ def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_writ
     assert all(p.stat().st_size > 10_000 for p in report.images)
 
 
-def test_ray_actors_give_the_same_episodes_as_one_process(tmp_path: Path) -> None:
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ray_actors_give_the_same_episodes_as_one_process(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
     args = ["eval.suites=[canonical,lighting]", "eval.controllers=[oracle]", "eval.episodes=2"]
     cfg, plan = _plan(tmp_path, *args)
     serial = run_jobs(cfg, plan)
-    cfg2, plan2 = _plan(tmp_path, *args, "eval.workers=2", "datagen.num_cpus=2")
+    cfg2, plan2 = _plan(tmp_path, *args, "eval.workers=2")
     parallel = run_jobs(cfg2, plan2)
     assert [j for j, _ in parallel] == [j for j, _ in serial]
     for (_, a), (_, b) in zip(serial, parallel, strict=True):
         assert (a.te_m, a.re_deg, a.steps, a.success) == (b.te_m, b.re_deg, b.steps, b.success)
 
 
+@pytest.mark.integration
 def test_cnsv2_controllers_run_from_a_checkpoint(tmp_path: Path) -> None:
-    cfg = load_config("smoke", ["policy.input_size=[64,64]"])
+    cfg = small_config()
     ckpt = save_checkpoint(build_policy(cfg.policy), tmp_path / "ckpt", version=1)
     plan_args = ["eval.suites=[canonical]", "eval.controllers=[cnsv2,cnsv2_pbvs]", "eval.episodes=1"]
     cfg, plan = _plan(tmp_path, *plan_args, f"eval.checkpoint={ckpt}", "sim.env.max_steps=5")
@@ -141,8 +152,9 @@ class _FixedServo:
         return ServoOutput(v, v, "pbvs", np.zeros(2), np.zeros(2), 0.5, self.ok)
 
 
+@pytest.mark.unit
 def test_cnsv2_stops_when_its_own_velocity_stays_small() -> None:
-    cfg = load_config("smoke", ["policy.input_size=[64,64]"])
+    cfg = small_config()
     ctrl = ServoController(build_policy(cfg.policy), stop_velocity=0.01, stop_steps=3)
     img = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(RuntimeError, match="reset"):
@@ -159,8 +171,10 @@ def test_cnsv2_stops_when_its_own_velocity_stays_small() -> None:
         ServoController(build_policy(cfg.policy), stop_steps=0)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    args = [*SMALL, f"run.root={tmp_path}", "run.name=cli", "eval.workers=0", "eval.suites=[canonical]"]
+    args = small_overrides(QUIET, "run.name=cli", "eval.workers=0", "eval.suites=[canonical]", root=tmp_path)
     assert main([*args, "eval.controllers=[oracle]", "eval.episodes=1", "eval.trajectories=0"]) == 0
     out = capsys.readouterr().out
     assert "eval: 1 episodes (1 successes) over 1 suites" in out
@@ -171,8 +185,9 @@ def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: p
     assert err.value.code == 2
 
 
+@pytest.mark.integration
 def test_every_eval_controller_is_built_by_the_worker(tmp_path: Path) -> None:
-    cfg = load_config("smoke", ["policy.input_size=[64,64]"])
+    cfg = small_config()
     ckpt = save_checkpoint(build_policy(cfg.policy), tmp_path / "ckpt", version=1)
     names = ",".join(EVAL_CONTROLLERS)
     cfg, plan = _plan(tmp_path, "eval.suites=[canonical]", f"eval.controllers=[{names}]", f"eval.checkpoint={ckpt}")
@@ -188,12 +203,15 @@ def test_every_eval_controller_is_built_by_the_worker(tmp_path: Path) -> None:
     assert built["sift_pbvs"].limits == (limits.max_linear, limits.max_angular)  # the same speed limits for all
 
 
+@pytest.mark.unit
 def test_the_registry_builds_exactly_the_controllers_the_config_accepts() -> None:
     assert available_controllers() == sorted(EVAL_CONTROLLERS)  # importing evaluation registered "oracle"
     with pytest.raises(ValueError, match=r"'oracle' reads the true pose"):
         make_controller("oracle")
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_wandb_gets_the_table_and_the_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -8,6 +8,8 @@ from timm.layers import apply_rot_embed_cat
 
 from policy.attention import FeatureTransformer, GridRope
 
+pytestmark = pytest.mark.unit
+
 
 def test_rope_logits_depend_only_on_the_grid_offset() -> None:
     torch.manual_seed(0)

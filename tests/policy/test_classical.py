@@ -60,6 +60,8 @@ def closed_loop(env: ServoEnv, ctrl: Controller, seed: int, steps: int = 300) ->
     return e0, env.pose_error()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONTROLLERS)
 def test_classical_controllers_converge_on_textured_scenes(env: ServoEnv, name: str) -> None:
     results = [closed_loop(env, make_controller(name), seed) for seed in SEEDS]
@@ -67,6 +69,7 @@ def test_classical_controllers_converge_on_textured_scenes(env: ServoEnv, name: 
     assert sum(wins) >= 2, f"(start, end) errors per seed: {results}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["sift_pbvs", "sift_ibvs"])
 def test_identical_images_give_zero_velocity_and_stop(env: ServoEnv, name: str) -> None:
     env.reset(1)
@@ -81,6 +84,7 @@ def test_identical_images_give_zero_velocity_and_stop(env: ServoEnv, name: str) 
     assert outs[-1].info["error"] < 1e-9
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", CONTROLLERS)
 def test_grey_image_is_not_ok(env: ServoEnv, name: str) -> None:
     env.reset(1)
@@ -98,6 +102,7 @@ def test_grey_image_is_not_ok(env: ServoEnv, name: str) -> None:
     assert not out.ok and np.array_equal(out.velocity, np.zeros(6))
 
 
+@pytest.mark.unit
 def test_make_controller_names_and_errors() -> None:
     for name in CONTROLLERS:
         ctrl = make_controller(name)
@@ -112,6 +117,7 @@ def test_make_controller_names_and_errors() -> None:
         MatcherIBVS().step(np.zeros((8, 8, 3), np.uint8))
 
 
+@pytest.mark.integration
 def test_orb_pbvs_gives_finite_velocity(env: ServoEnv) -> None:
     easy_start(env, 2)
     ctrl = make_controller("orb_pbvs")

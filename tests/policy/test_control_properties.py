@@ -31,6 +31,8 @@ from sim.geometry import exp_se3, exp_so3, inv_pose, make_pose, rotation_angle, 
 from sim.poses import sample_pose_pair
 from tests.strategies import pose, rotation, translation, twist
 
+pytestmark = pytest.mark.unit
+
 gains = st.floats(0.1, 5.0)
 
 
@@ -46,6 +48,7 @@ def test_pbvs_of_a_pose_inverts(T: np.ndarray, lam: float) -> None:
     np.testing.assert_allclose(pbvs_inverse(pbvs(T, lam), lam), T, atol=1e-9)
 
 
+@pytest.mark.slow
 @given(pose(), st.floats(0.5, 2.0))
 def test_pbvs_closed_loop_decays_exponentially_on_a_straight_path(dTc: np.ndarray, lam: float) -> None:
     assume(rotation_angle(dTc[:3, :3]) < np.radians(170.0) and np.linalg.norm(dTc[:3, 3]) > 1e-3)
@@ -73,6 +76,7 @@ def _scene(rng: np.random.Generator, n: int = 60) -> tuple[np.ndarray, np.ndarra
             return inv_pose(wTd) @ wTc, Pc[keep], Pd[keep]
 
 
+@pytest.mark.slow
 @given(st.integers(0, 2**32 - 1), gains)
 def test_hybrid_translation_is_pbvs_translation(seed: int, lam: float) -> None:
     dTc, Pc, Pd = _scene(np.random.default_rng(seed))
@@ -83,6 +87,7 @@ def test_hybrid_translation_is_pbvs_translation(seed: int, lam: float) -> None:
     np.testing.assert_allclose(v[:3], pbvs(dTc, lam)[:3], atol=1e-12)
 
 
+@pytest.mark.slow
 @given(st.integers(0, 2**32 - 1), gains)
 def test_hybrid_drives_the_gravity_centre_and_roll_exponentially(seed: int, lam: float) -> None:
     # By construction (Eq. 24) d(xg)/dt = -lam (xg - xg*) and d(tu_z)/dt = -lam tu_z; check it by a finite step.

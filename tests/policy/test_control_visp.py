@@ -15,6 +15,8 @@ from policy.control import (
     theta_u,
 )
 
+pytestmark = pytest.mark.unit
+
 TOL = 1e-8
 N_CASES = 25
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from configs import load_config
@@ -11,6 +12,8 @@ from policy.control import normalize_velocity, pbvs
 from policy.losses import velocity_losses
 from policy.network import images_to_tensor
 from sim import ServoEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PAIRS, STEPS = 6, 160
 AUX_STEPS = 60

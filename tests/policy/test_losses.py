@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from policy.losses import label_log_norm, sigma, sigma_inv, velocity_from_head, velocity_losses
+
+pytestmark = pytest.mark.unit
 
 
 def test_sigma_is_continuous_monotonic_and_inverted() -> None:
@@ -41,8 +44,6 @@ def test_a_zero_label_only_trains_the_norm() -> None:
 
 
 def test_policy_loss_weights_the_terms_and_needs_matches_for_the_aux_term() -> None:
-    import pytest
-
     from configs import load_config
     from policy import build_policy
 

@@ -24,6 +24,8 @@ from policy.matching import (
 from sim.camera import Camera
 from sim.geometry import inv_pose, make_pose, rot_y
 
+pytestmark = pytest.mark.unit
+
 
 def _features(B: int, N: int, C: int, seed: int, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)

@@ -9,18 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from configs import load_config
 from configs.schema import PolicyConfig
 from policy import build_policy, load_checkpoint, save_checkpoint
 from policy.checkpoint import read_meta
 from policy.losses import velocity_losses
 from policy.matching import aux_match_loss
+from tests.fixtures.factories import small_config
+
+pytestmark = pytest.mark.unit
 
 SIZES = [(224, 224), (256, 256), (320, 240), (512, 512)]
 
 
-def _cfg(*overrides: str) -> PolicyConfig:
-    return load_config("smoke", list(overrides)).policy
+def _policy_cfg(*overrides: str) -> PolicyConfig:
+    """The smoke policy at its own input size: these tests choose the image sizes."""
+    return small_config(*overrides, size=None).policy
 
 
 def _images(b: int, w: int, h: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,7 +35,9 @@ def _images(b: int, w: int, h: int, seed: int = 0) -> tuple[torch.Tensor, torch.
 @pytest.mark.parametrize("fine", [True, False])
 def test_every_variant_runs_at_every_size(rep: str, fine: bool) -> None:
     torch.manual_seed(0)
-    policy = build_policy(_cfg(f"policy.controller.representation={rep}", f"policy.controller.fine_features={fine}"))
+    policy = build_policy(
+        _policy_cfg(f"policy.controller.representation={rep}", f"policy.controller.fine_features={fine}")
+    )
     policy.eval()
     for w, h in SIZES:
         cur, des = _images(2, w, h)
@@ -57,7 +62,7 @@ def test_every_variant_runs_at_every_size(rep: str, fine: bool) -> None:
 )
 def test_gradients_reach_every_trainable_parameter(overrides: list[str]) -> None:
     torch.manual_seed(0)
-    cfg = _cfg(*overrides)
+    cfg = _policy_cfg(*overrides)
     policy = build_policy(cfg).train()
     cur, des = _images(2, 128, 96)
     out = policy(cur, des)
@@ -84,15 +89,15 @@ def test_a_frozen_backbone_gets_no_gradient(tmp_path) -> None:  # type: ignore[n
     from safetensors.torch import save_file
 
     weights = tmp_path / "cnn.safetensors"  # freezing needs weights: a frozen random encoder is a config error
-    save_file(build_policy(_cfg()).backbone.net.state_dict(), str(weights))
-    policy = build_policy(_cfg("policy.backbone.freeze=true", f"policy.backbone.weights={weights}")).train()
+    save_file(build_policy(_policy_cfg()).backbone.net.state_dict(), str(weights))
+    policy = build_policy(_policy_cfg("policy.backbone.freeze=true", f"policy.backbone.weights={weights}")).train()
     assert all(not p.requires_grad for p in policy.backbone.parameters())
     assert any(p.requires_grad for p in policy.controller.parameters())
 
 
 def test_desired_cache_equals_passing_the_image() -> None:
     torch.manual_seed(0)
-    policy = build_policy(_cfg()).eval()
+    policy = build_policy(_policy_cfg()).eval()
     cur, des = _images(3, 128, 128)
     with torch.no_grad():
         a = policy(cur, des)
@@ -106,7 +111,7 @@ def test_desired_cache_equals_passing_the_image() -> None:
 
 
 def test_bad_inputs_are_named() -> None:
-    policy = build_policy(_cfg()).eval()
+    policy = build_policy(_policy_cfg()).eval()
     with pytest.raises(ValueError, match="multiple of the backbone's patch 16"):
         policy(torch.rand(1, 3, 100, 128), torch.rand(1, 3, 100, 128))
     with pytest.raises(ValueError, match="differ in size"):
@@ -114,12 +119,12 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         policy(torch.rand(3, 128, 128), torch.rand(3, 128, 128))
     with pytest.raises(ValueError, match="input_size"):
-        build_policy(_cfg("policy.input_size=[250,256]"))
+        build_policy(_policy_cfg("policy.input_size=[250,256]"))
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    policy = build_policy(_cfg()).eval()
+    policy = build_policy(_policy_cfg()).eval()
     cur, des = _images(2, 128, 128)
     path = save_checkpoint(policy, tmp_path / "ckpt", version=7, step=123)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # nothing temporary left behind
@@ -136,7 +141,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 def test_a_checkpoint_gets_the_ordinary_modes_not_private_ones(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
-        path = save_checkpoint(build_policy(_cfg()), tmp_path / "ckpt", version=1)
+        path = save_checkpoint(build_policy(_policy_cfg()), tmp_path / "ckpt", version=1)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755  # mkdtemp would give 0o700: unreadable to a shared group
@@ -145,18 +150,18 @@ def test_a_checkpoint_gets_the_ordinary_modes_not_private_ones(tmp_path: Path) -
 
 
 def test_loading_into_a_mismatched_config_fails_clearly(tmp_path: Path) -> None:
-    path = save_checkpoint(build_policy(_cfg()), tmp_path / "ckpt", version=1)
+    path = save_checkpoint(build_policy(_policy_cfg()), tmp_path / "ckpt", version=1)
     with pytest.raises(ValueError, match=r"policy\.controller\.anchors: checkpoint 8 != config 4"):
-        load_checkpoint(path, cfg=_cfg("policy.controller.anchors=4"))
+        load_checkpoint(path, cfg=_policy_cfg("policy.controller.anchors=4"))
     # Runtime options may differ.
-    policy, _ = load_checkpoint(path, cfg=_cfg("policy.servo.aware=false", "policy.precision=fp32"))
+    policy, _ = load_checkpoint(path, cfg=_policy_cfg("policy.servo.aware=false", "policy.precision=fp32"))
     assert policy.cfg.servo.aware is False
     with pytest.raises(FileNotFoundError, match="not a policy checkpoint"):
         load_checkpoint(tmp_path / "nothing")
 
 
 def test_compile_is_optional_and_keeps_parameter_names() -> None:
-    eager = build_policy(_cfg())
-    compiled = build_policy(_cfg("policy.compile=true"))
+    eager = build_policy(_policy_cfg())
+    compiled = build_policy(_policy_cfg("policy.compile=true"))
     assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in eager.named_parameters()]
     assert compiled.transformer._compiled_call_impl is not None and eager.transformer._compiled_call_impl is None

@@ -31,6 +31,7 @@ def suite_cfg():  # type: ignore[no-untyped-def]
     return suite_config("cpu", load_suite("canonical"))
 
 
+@pytest.mark.unit
 def test_the_package_ships_it_with_a_model_card_within_25_mb(shipped) -> None:  # type: ignore[no-untyped-def]
     policy, meta = shipped
     assert NAME in available()
@@ -46,6 +47,7 @@ def test_the_package_ships_it_with_a_model_card_within_25_mb(shipped) -> None:  
         load_pretrained("no-such-policy")
 
 
+@pytest.mark.unit
 def test_make_eval_resolves_the_shipped_policy() -> None:
     from evaluation.plan import make_plan
 
@@ -53,6 +55,8 @@ def test_make_eval_resolves_the_shipped_policy() -> None:
     assert plan.checkpoint is not None and Path(plan.checkpoint) == pretrained_path(NAME).resolve()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_it_points_along_the_pbvs_label_on_held_out_pairs(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
     from evaluation.openloop import open_loop_scores
 
@@ -63,6 +67,8 @@ def test_it_points_along_the_pbvs_label_on_held_out_pairs(shipped, suite_cfg) ->
     assert summary["turn_accuracy"] > TURN_ACCURACY_FLOOR, summary
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_its_velocity_depends_on_the_desired_image(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
     # A policy that ignored the match (reading the current image alone) would answer the same for any goal.
     from policy.servo import Servo
@@ -82,6 +88,8 @@ def test_its_velocity_depends_on_the_desired_image(shipped, suite_cfg) -> None: 
     assert np.median(cos) < SWAP_COS_CEILING, np.round(cos, 2)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_real_camera_converges_as_the_canonical_one_does(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
     """A 640x480 camera with fx != fy and an off-centre principal point, remapped to the canonical camera by Servo."""
     from evaluation.episodes import run_episode

@@ -10,6 +10,8 @@ from policy.classical import CONTROLLERS, MatcherIBVS, MatcherPBVS
 from policy.registry import ControllerSetup, available_controllers, make_controller, register_controller
 from policy.servo import ServoController
 
+pytestmark = pytest.mark.unit
+
 
 def test_the_builtins_are_registered_on_the_first_lookup() -> None:
     assert {*CONTROLLERS, "cnsv2", "cnsv2_pbvs"} <= set(available_controllers())

@@ -11,6 +11,8 @@ import torch
 
 from policy.representation import anchor_positions, bspline2, p2g, phi_m, phi_s
 
+pytestmark = pytest.mark.unit
+
 
 def _row_stochastic(B: int, N: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

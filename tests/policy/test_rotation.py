@@ -30,6 +30,7 @@ def env():  # type: ignore[no-untyped-def]
         yield e
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_turned_image_is_what_the_turned_camera_renders(env, k: int) -> None:  # type: ignore[no-untyped-def]
     K, wTc = env.camera.K, env.wTc
@@ -45,6 +46,7 @@ def test_turned_image_is_what_the_turned_camera_renders(env, k: int) -> None:  #
     assert torch.equal(turn_images(t, k)[0].permute(1, 2, 0), torch.from_numpy(turn_image(image, k)))
 
 
+@pytest.mark.unit
 def test_label_of_the_turned_camera_maps_back_exactly() -> None:
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -61,6 +63,7 @@ def test_label_of_the_turned_camera_maps_back_exactly() -> None:
             assert np.allclose(np.concatenate([back[:3] / d, back[3:]]), truth, atol=1e-9)
 
 
+@pytest.mark.unit
 def test_nearest_turn_leaves_at_most_45_degrees_of_in_plane_rotation() -> None:
     rng = np.random.default_rng(1)
     for _ in range(300):
@@ -74,6 +77,7 @@ def test_nearest_turn_leaves_at_most_45_degrees_of_in_plane_rotation() -> None:
     assert nearest_quarter_turn(make_pose(rot_z(np.pi), np.zeros(3))) == 2
 
 
+@pytest.mark.integration
 def test_turned_match_grid_equals_the_turned_camera_s_ground_truth(env) -> None:  # type: ignore[no-untyped-def]
     K, wTc, wTd = env.camera.K, env.wTc, env.wTd
     depth_c = env.renderer.render(K, wTc).depth
@@ -93,6 +97,7 @@ def test_turned_match_grid_equals_the_turned_camera_s_ground_truth(env) -> None:
         assert np.median(err) < 0.1 and np.percentile(err, 90) < 0.15
 
 
+@pytest.mark.unit
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="square"):
         turn_image(np.zeros((4, 6, 3), np.uint8), 1)
@@ -104,6 +109,7 @@ def test_bad_inputs_are_named() -> None:
         rotate_match_grid(np.zeros((4, 6, 2)), np.zeros((4, 6), bool), 1)
 
 
+@pytest.mark.unit
 def test_training_turns_are_drawn_within_the_margin_and_cover_both_sides_of_the_boundary() -> None:
     from policy.rotation import draw_quarter_turn, turn_angles
 

@@ -12,6 +12,8 @@ from policy.control import denormalize_velocity
 from sim import ServoEnv
 from sim.camera import Camera
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def episode() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from shards import ARRAY_NAMES, ShardBuffer, ShardError, dtype_of, validate_arrays
-from tests.shards import K_CANON, H, W, make_buffer
+from tests.fixtures.factories import K_CANON, H, W
+
+pytestmark = pytest.mark.unit
 
 
-def test_buffer_stacks_exact_dtypes_and_counts_bytes() -> None:
-    buf = make_buffer(n=7, per_desired=3, coarse=(3, 4))
+def test_buffer_stacks_exact_dtypes_and_counts_bytes(shard_buffer) -> None:
+    buf = shard_buffer(n=7, per_desired=3, coarse=(3, 4))
     arrays = buf.arrays()
     assert len(buf) == 7 and buf.m == 3
     assert set(arrays) == set(ARRAY_NAMES)

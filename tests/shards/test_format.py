@@ -33,6 +33,7 @@ DTYPES = {
 }
 
 
+@pytest.mark.unit
 def test_shard_key_id_and_validation() -> None:
     key = ShardKey("dagger", 3, 12)
     assert key.id == "dagger-r0003-000012"
@@ -48,6 +49,7 @@ def test_shard_key_id_and_validation() -> None:
         ShardKey.from_id("dagger-r3-12")
 
 
+@pytest.mark.unit
 def test_every_array_has_the_dtype_its_docstring_gives() -> None:
     assert set(ARRAY_NAMES) == set(DTYPES)
     for name, dtype in DTYPES.items():
@@ -57,6 +59,7 @@ def test_every_array_has_the_dtype_its_docstring_gives() -> None:
         assert np.dtype(row[1]) == np.dtype(dtype), name
 
 
+@pytest.mark.unit
 def test_the_checksum_does_not_depend_on_byte_order_or_memory_layout() -> None:
     a = np.arange(12, dtype="<f4").reshape(3, 4)
     assert array_sha256(a) == array_sha256(a.astype(">f4")) == array_sha256(np.asfortranarray(a))
@@ -64,6 +67,7 @@ def test_the_checksum_does_not_depend_on_byte_order_or_memory_layout() -> None:
     assert array_sha256(a).startswith("sha256:")
 
 
+@pytest.mark.integration
 def test_import_is_light() -> None:
     code = "import sys, shards; print(sorted({'torch', 'mujoco', 'ray', 'wandb', 'zarr'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

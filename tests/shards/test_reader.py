@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from shards import DamagedShardError, DatasetReader, ShardError, ShardKey, array_sha256
-from tests.shards import H, W, make_buffer, make_writer
+from tests.fixtures.factories import H, W
+
+pytestmark = pytest.mark.unit
 
 
 def test_reader_without_info_json_names_the_root(tmp_path: Path) -> None:
@@ -18,10 +20,10 @@ def test_reader_without_info_json_names_the_root(tmp_path: Path) -> None:
         DatasetReader(tmp_path / "nothing")
 
 
-def test_reading_contiguous_slices(tmp_path: Path) -> None:
-    buf = make_buffer(n=14, per_desired=3)
+def test_reading_contiguous_slices(tmp_path: Path, shard_buffer, shard_writer) -> None:
+    buf = shard_buffer(n=14, per_desired=3)
     a = buf.arrays()
-    make_writer(tmp_path).publish(ShardKey("hemisphere", 0, 1), buf, sidecar={})
+    shard_writer(tmp_path).publish(ShardKey("hemisphere", 0, 1), buf, sidecar={})
     reader = DatasetReader(tmp_path)
     shard_id = reader.shards[0].id
 
@@ -52,9 +54,9 @@ def test_reading_contiguous_slices(tmp_path: Path) -> None:
         reader.read("dagger-r0000-000000")
 
 
-def test_a_zarr_without_its_sidecar_is_not_listed(tmp_path: Path) -> None:
-    writer = make_writer(tmp_path)
-    writer.publish(ShardKey("hemisphere", 0, 0), make_buffer(), sidecar={})
+def test_a_zarr_without_its_sidecar_is_not_listed(tmp_path: Path, shard_buffer, shard_writer) -> None:
+    writer = shard_writer(tmp_path)
+    writer.publish(ShardKey("hemisphere", 0, 0), shard_buffer(), sidecar={})
     shards = tmp_path / "shards"
     shutil.copytree(shards / "hemisphere-r0000-000000.zarr", shards / "hemisphere-r0000-000001.zarr")
     shutil.copy(shards / "hemisphere-r0000-000000.json", shards / "hemisphere-r0000-000002.json")
@@ -63,16 +65,16 @@ def test_a_zarr_without_its_sidecar_is_not_listed(tmp_path: Path) -> None:
     assert not writer.is_published(ShardKey("hemisphere", 0, 1))
     assert not writer.is_published(ShardKey("hemisphere", 0, 2))
     with pytest.raises(ShardError, match="without its data"):
-        writer.publish(ShardKey("hemisphere", 0, 2), make_buffer(), sidecar={})
+        writer.publish(ShardKey("hemisphere", 0, 2), shard_buffer(), sidecar={})
 
 
-def test_refresh_sees_new_shards_and_the_manifest_has_one_line_each(tmp_path: Path) -> None:
-    writer = make_writer(tmp_path)
+def test_refresh_sees_new_shards_and_the_manifest_has_one_line_each(tmp_path: Path, shard_buffer, shard_writer) -> None:
+    writer = shard_writer(tmp_path)
     reader = DatasetReader(tmp_path)
     assert reader.shards == [] and len(reader) == 0
     keys = [ShardKey("hemisphere", 0, 1), ShardKey("dagger", 1, 0), ShardKey("hemisphere", 0, 0)]
     for i, key in enumerate(keys):
-        writer.publish(key, make_buffer(seed=i, n=3 + i), sidecar={"i": i})
+        writer.publish(key, shard_buffer(seed=i, n=3 + i), sidecar={"i": i})
     assert reader.shards == []  # until refreshed
     listed = reader.refresh()
     assert [s.id for s in listed] == ["dagger-r0001-000000", "hemisphere-r0000-000000", "hemisphere-r0000-000001"]
@@ -124,11 +126,13 @@ def _damage(shard: Path, how: str) -> str:
     "how",
     ["missing chunk", "truncated chunk", "grown chunk", "missing array", "sidecar row count", "sidecar checksum"],
 )
-def test_a_damaged_shard_is_refused_naming_the_shard_and_the_array(tmp_path: Path, how: str) -> None:
-    writer = make_writer(tmp_path)
-    writer.publish(ShardKey("hemisphere", 0, 0), make_buffer(seed=1), sidecar={})
-    good = make_buffer(seed=2).arrays()
-    writer.publish(ShardKey("hemisphere", 0, 1), make_buffer(seed=2), sidecar={})
+def test_a_damaged_shard_is_refused_naming_the_shard_and_the_array(
+    tmp_path: Path, how: str, shard_buffer, shard_writer
+) -> None:
+    writer = shard_writer(tmp_path)
+    writer.publish(ShardKey("hemisphere", 0, 0), shard_buffer(seed=1), sidecar={})
+    good = shard_buffer(seed=2).arrays()
+    writer.publish(ShardKey("hemisphere", 0, 1), shard_buffer(seed=2), sidecar={})
     name = _damage(tmp_path / "shards" / "hemisphere-r0000-000000.zarr", how)
 
     reader = DatasetReader(tmp_path)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from shards import ShardError, validate_arrays
-from tests.shards import H, W, make_buffer
+from tests.fixtures.factories import H, W
+
+pytestmark = pytest.mark.unit
 
 
 def _corrupt(arrays: dict, name: str, how: str) -> None:
@@ -49,16 +51,16 @@ def _corrupt(arrays: dict, name: str, how: str) -> None:
         ("coarse_match", "nan", r"coarse_match\[2\]: not finite"),
     ],
 )
-def test_validation_names_the_array_and_the_problem(name: str, how: str, match: str) -> None:
-    arrays = make_buffer(n=12, per_desired=3, coarse=(3, 4)).arrays()
+def test_validation_names_the_array_and_the_problem(name: str, how: str, match: str, shard_buffer) -> None:
+    arrays = shard_buffer(n=12, per_desired=3, coarse=(3, 4)).arrays()
     _corrupt(arrays, name, how)
     with pytest.raises(ShardError, match=match) as err:
         validate_arrays(arrays, height=H, width=W)
     assert err.value.array == name
 
 
-def test_validation_rejects_another_image_size_and_unknown_arrays() -> None:
-    arrays = make_buffer().arrays()
+def test_validation_rejects_another_image_size_and_unknown_arrays(shard_buffer) -> None:
+    arrays = shard_buffer().arrays()
     with pytest.raises(ShardError, match="cur_rgb: shape"):
         validate_arrays(arrays, height=W, width=H)
     with pytest.raises(ShardError, match="depth: unknown array"):

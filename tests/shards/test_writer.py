@@ -12,14 +12,16 @@ import pytest
 
 from shards import SCHEMA, DatasetReader, ShardError, ShardKey, array_sha256
 from shards.writer import _host_tag
-from tests.shards import K_CANON, H, W, listing, make_buffer, make_writer, publish_worker
+from tests.fixtures.factories import K_CANON, H, W
+from tests.shards import listing, publish_worker
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("coarse", [None, (3, 4)])
-def test_round_trip_of_every_array_with_exact_dtypes(tmp_path: Path, coarse) -> None:
-    buf = make_buffer(n=10, per_desired=4, coarse=coarse, policy_version=2)
+def test_round_trip_of_every_array_with_exact_dtypes(tmp_path: Path, coarse, shard_buffer, shard_writer) -> None:
+    buf = shard_buffer(n=10, per_desired=4, coarse=coarse, policy_version=2)
     expected = buf.arrays()
-    writer = make_writer(tmp_path)
+    writer = shard_writer(tmp_path)
     key = ShardKey("dagger", 2, 7)
     path = writer.publish(key, buf, sidecar={"beta": 0.5, "actor": 3})
     assert path == tmp_path / "shards" / "dagger-r0002-000007.zarr" and path.is_dir()
@@ -57,42 +59,45 @@ def test_round_trip_of_every_array_with_exact_dtypes(tmp_path: Path, coarse) -> 
     assert side["coarse"] is (coarse is not None)
 
 
-def test_info_json_is_written_once_and_a_disagreeing_writer_is_refused(tmp_path: Path) -> None:
-    make_writer(tmp_path, config={"a": 1})
+@pytest.mark.unit
+def test_info_json_is_written_once_and_a_disagreeing_writer_is_refused(tmp_path: Path, shard_writer) -> None:
+    shard_writer(tmp_path, config={"a": 1})
     info = json.loads((tmp_path / "info.json").read_text())
     assert (info["schema"], info["height"], info["width"], info["backend"]) == (SCHEMA, H, W, "mujoco")
     assert np.allclose(info["K"], K_CANON) and info["config"] == {"a": 1} and info["created"]
-    make_writer(tmp_path, config={"a": 2})  # another run's config: fine, info.json unchanged
+    shard_writer(tmp_path, config={"a": 2})  # another run's config: fine, info.json unchanged
     assert json.loads((tmp_path / "info.json").read_text()) == info
     with pytest.raises(ShardError, match=r"image size 24x32 \(HxW\), this writer has 48x32"):
-        make_writer(tmp_path, height=2 * H)
+        shard_writer(tmp_path, height=2 * H)
     with pytest.raises(ShardError, match="backend 'mujoco', this writer has 'isaac'"):
-        make_writer(tmp_path, backend="isaac")
+        shard_writer(tmp_path, backend="isaac")
     with pytest.raises(ShardError, match=r"K .* this writer has"):
-        make_writer(tmp_path, K=K_CANON * [[2], [2], [1]])
+        shard_writer(tmp_path, K=K_CANON * [[2], [2], [1]])
     assert DatasetReader(tmp_path).info == info
 
 
-def test_invalid_buffer_writes_nothing(tmp_path: Path) -> None:
-    writer = make_writer(tmp_path)
+@pytest.mark.unit
+def test_invalid_buffer_writes_nothing(tmp_path: Path, shard_buffer, shard_writer) -> None:
+    writer = shard_writer(tmp_path)
     with pytest.raises(ShardError, match=r"vel\[0\]: label out of range"):
-        writer.publish(ShardKey("hemisphere", 0, 0), make_buffer(vel_scale=100.0), sidecar={})
+        writer.publish(ShardKey("hemisphere", 0, 0), shard_buffer(vel_scale=100.0), sidecar={})
     assert listing(tmp_path) == {"shards": [], "_tmp": []}
     assert not (tmp_path / "manifest.jsonl").exists()
 
 
-def test_refuses_to_overwrite_a_published_shard(tmp_path: Path) -> None:
-    writer = make_writer(tmp_path)
+@pytest.mark.unit
+def test_refuses_to_overwrite_a_published_shard(tmp_path: Path, shard_buffer, shard_writer) -> None:
+    writer = shard_writer(tmp_path)
     key = ShardKey("hemisphere", 0, 3)
-    writer.publish(key, make_buffer(seed=1), sidecar={})
+    writer.publish(key, shard_buffer(seed=1), sidecar={})
     before = DatasetReader(tmp_path).read(key.id)
     with pytest.raises(ShardError, match="already published"):
-        writer.publish(key, make_buffer(seed=2), sidecar={})
+        writer.publish(key, shard_buffer(seed=2), sidecar={})
     # a racing writer that passed the check: the rename fails, the shard stays intact and nothing is left behind
     writer.is_published = lambda key: False  # type: ignore[method-assign]
     writer._refuse_existing = lambda key: None  # type: ignore[method-assign]
     with pytest.raises(ShardError, match="already exists"):
-        writer.publish(key, make_buffer(seed=2), sidecar={})
+        writer.publish(key, shard_buffer(seed=2), sidecar={})
     after = DatasetReader(tmp_path).read(key.id)
     for name in before:
         np.testing.assert_array_equal(after[name], before[name])
@@ -100,8 +105,11 @@ def test_refuses_to_overwrite_a_published_shard(tmp_path: Path) -> None:
     assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 1
 
 
-def test_failed_publish_leaves_nothing_visible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    writer = make_writer(tmp_path)
+@pytest.mark.unit
+def test_failed_publish_leaves_nothing_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shard_buffer, shard_writer
+) -> None:
+    writer = shard_writer(tmp_path)
     key = ShardKey("hemisphere", 0, 0)
     real_replace = os.replace
 
@@ -112,7 +120,7 @@ def test_failed_publish_leaves_nothing_visible(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(os, "replace", failing_sidecar_replace)
     with pytest.raises(OSError, match="No space left"):
-        writer.publish(key, make_buffer(), sidecar={})
+        writer.publish(key, shard_buffer(), sidecar={})
     assert DatasetReader(tmp_path).shards == []
     assert listing(tmp_path) == {"shards": [], "_tmp": []}  # rolled back: the shard is out of shards/ again
 
@@ -121,19 +129,22 @@ def test_failed_publish_leaves_nothing_visible(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(os, "replace", failing_zarr_replace)
     with pytest.raises(OSError, match="Input/output error"):
-        writer.publish(key, make_buffer(), sidecar={})
+        writer.publish(key, shard_buffer(), sidecar={})
     assert listing(tmp_path) == {"shards": [], "_tmp": []}
 
     monkeypatch.setattr(os, "replace", real_replace)
-    writer.publish(key, make_buffer(), sidecar={})  # the key is free: a retry succeeds
+    writer.publish(key, shard_buffer(), sidecar={})  # the key is free: a retry succeeds
     assert [s.id for s in DatasetReader(tmp_path).shards] == [key.id]
     assert writer.clean_stale() == []
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("stage", ["zarr", "rename", "sidecar"])
-def test_crash_mid_publish_is_invisible_and_clean_stale_removes_the_leftovers(tmp_path: Path, stage: str) -> None:
-    writer = make_writer(tmp_path)
-    writer.publish(ShardKey("hemisphere", 0, 0), make_buffer(seed=0), sidecar={})
+def test_crash_mid_publish_is_invisible_and_clean_stale_removes_the_leftovers(
+    tmp_path: Path, stage: str, shard_buffer, shard_writer
+) -> None:
+    writer = shard_writer(tmp_path)
+    writer.publish(ShardKey("hemisphere", 0, 0), shard_buffer(seed=0), sidecar={})
     proc = mp.get_context("spawn").Process(target=publish_worker, args=(str(tmp_path), "hemisphere", [1], stage))
     proc.start()
     proc.join(60)
@@ -151,7 +162,7 @@ def test_crash_mid_publish_is_invisible_and_clean_stale_removes_the_leftovers(tm
     assert not writer.is_published(crashed)
     if stage == "sidecar":
         with pytest.raises(ShardError, match="without its sidecar"):
-            writer.publish(crashed, make_buffer(seed=1), sidecar={})
+            writer.publish(crashed, shard_buffer(seed=1), sidecar={})
 
     removed = writer.clean_stale()
     assert removed
@@ -161,15 +172,16 @@ def test_crash_mid_publish_is_invisible_and_clean_stale_removes_the_leftovers(tm
         assert all(r.startswith(f"_tmp/{crashed.id}") for r in removed)
     assert listing(tmp_path) == {"shards": ["hemisphere-r0000-000000.json", "hemisphere-r0000-000000.zarr"], "_tmp": []}
 
-    writer.publish(crashed, make_buffer(seed=1), sidecar={})  # rerunning fills the hole
+    writer.publish(crashed, shard_buffer(seed=1), sidecar={})  # rerunning fills the hole
     reader.refresh()
     assert [s.id for s in reader.shards] == ["hemisphere-r0000-000000", crashed.id]
-    np.testing.assert_array_equal(reader.read(crashed.id)["vel"], make_buffer(seed=1).arrays()["vel"])
+    np.testing.assert_array_equal(reader.read(crashed.id)["vel"], shard_buffer(seed=1).arrays()["vel"])
     assert writer.clean_stale() == []
 
 
-def test_clean_stale_keeps_what_live_or_unknown_writers_may_still_be_writing(tmp_path: Path) -> None:
-    writer = make_writer(tmp_path)
+@pytest.mark.unit
+def test_clean_stale_keeps_what_live_or_unknown_writers_may_still_be_writing(tmp_path: Path, shard_writer) -> None:
+    writer = shard_writer(tmp_path)
     tmp = tmp_path / "_tmp"
     live = tmp / f"hemisphere-r0000-000004~{_host_tag()}~{os.getppid()}~abc.zarr"  # our parent: alive, this host
     dead = tmp / f"hemisphere-r0000-000005~{_host_tag()}~{2**22 + 12345}~abc.zarr"  # beyond pid_max: no such process
@@ -181,7 +193,8 @@ def test_clean_stale_keeps_what_live_or_unknown_writers_may_still_be_writing(tmp
     assert live.exists()
 
 
-def test_concurrent_publishers_in_two_processes(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_concurrent_publishers_in_two_processes(tmp_path: Path, shard_buffer) -> None:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
     procs = [
@@ -197,7 +210,7 @@ def test_concurrent_publishers_in_two_processes(tmp_path: Path) -> None:
     ids = [s.id for s in reader.shards]
     assert len(ids) == 12
     for shard in reader.shards:
-        expected = make_buffer(seed=shard.key.index).arrays()
+        expected = shard_buffer(seed=shard.key.index).arrays()
         got = reader.read(shard, all_desired=True)
         for name, a in expected.items():
             np.testing.assert_array_equal(got[name], a, err_msg=f"{shard.id} {name}")

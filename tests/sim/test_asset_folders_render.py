@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from assets import make_mesh
 from configs import load_config
 from sim import ServoEnv
+
+pytestmark = pytest.mark.integration
 
 
 def _write_gso_model(root: Path, name: str, seed: int) -> None:

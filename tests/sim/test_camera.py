@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from sim.camera import Camera
 from sim.geometry import look_at
 
+pytestmark = pytest.mark.unit
+
 cameras = st.builds(
     lambda fx, fy, w, h, ox, oy: Camera.from_focal(fx, w, h, fy=fy, cx=w / 2 + ox * w, cy=h / 2 + oy * h),
     st.floats(50, 2000),

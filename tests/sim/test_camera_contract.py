@@ -9,6 +9,8 @@ from sim.camera_contract import DEPTH_TOL, check_case, random_case
 from sim.isaac_backend import unavailable_reason
 from sim.render import BACKENDS, make_renderer
 
+pytestmark = pytest.mark.integration
+
 
 def _unavailable(name: str) -> str | None:
     if name == "isaac":  # starting the app takes minutes; ask the cheap check instead

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sim.effects import apply_effects
 from sim.scene import ImageEffects
+
+pytestmark = pytest.mark.unit
 
 
 def _image() -> np.ndarray:

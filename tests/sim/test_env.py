@@ -6,20 +6,23 @@ import numpy as np
 import pytest
 
 from configs import load_config
+from configs.schema import SimConfig
 from policy.control import pbvs
 from sim import ServoEnv
 from sim.geometry import exp_se3
+from tests.fixtures.factories import SIZE, small_config
 
-SIZE = 64  # small images keep these tests fast; the camera contract covers real sizes
+pytestmark = pytest.mark.integration
 
 
-def _cfg(*overrides: str):
-    return load_config("smoke", [f"sim.camera.width={SIZE}", f"sim.camera.height={SIZE}", *overrides]).sim
+def _sim_cfg(*overrides: str) -> SimConfig:
+    """The small config's sim section: 64 px images keep these tests fast; the camera contract covers real sizes."""
+    return small_config(*overrides).sim
 
 
 @pytest.fixture(scope="module")
 def env() -> ServoEnv:
-    e = ServoEnv(_cfg())
+    e = ServoEnv(_sim_cfg())
     yield e
     e.close()
 
@@ -59,7 +62,7 @@ def test_different_seeds_give_different_scenes(env: ServoEnv) -> None:
 
 def test_desired_camera_sits_at_the_scene_scale() -> None:
     for d in (1.0, 0.5):
-        with ServoEnv(_cfg(f"sim.env.scene_scale={d}")) as e:
+        with ServoEnv(_sim_cfg(f"sim.env.scene_scale={d}")) as e:
             e.reset(5)
             assert np.linalg.norm(e.wTd[:3, 3]) == pytest.approx(d)
             assert e.scene_scale == d
@@ -68,7 +71,7 @@ def test_desired_camera_sits_at_the_scene_scale() -> None:
 
 
 def test_zooming_the_world_leaves_the_desired_image_unchanged() -> None:
-    with ServoEnv(_cfg("sim.env.scene_scale=1.0")) as a, ServoEnv(_cfg("sim.env.scene_scale=2.5")) as b:
+    with ServoEnv(_sim_cfg("sim.env.scene_scale=1.0")) as a, ServoEnv(_sim_cfg("sim.env.scene_scale=2.5")) as b:
         a.reset(8)
         b.reset(8)
         da, db = a.desired_frame(), b.desired_frame()
@@ -129,7 +132,7 @@ def test_abnormal_poses_end_the_episode(env: ServoEnv, motion, reason: str) -> N
 
 
 def test_step_limit_truncates() -> None:
-    with ServoEnv(_cfg("sim.env.max_steps=3")) as e:
+    with ServoEnv(_sim_cfg("sim.env.max_steps=3")) as e:
         e.reset(0)
         for _ in range(3):
             e.step(np.zeros(6))
@@ -137,7 +140,7 @@ def test_step_limit_truncates() -> None:
 
 
 def test_env_rejects_bad_use() -> None:
-    with ServoEnv(_cfg()) as e:
+    with ServoEnv(_sim_cfg()) as e:
         with pytest.raises(RuntimeError, match="reset"):
             e.observe()
         e.reset(0)
@@ -150,8 +153,8 @@ def test_env_rejects_bad_use() -> None:
 
 
 def test_lighting_change_relights_only_the_desired_image(env: ServoEnv) -> None:
-    with ServoEnv(_cfg("sim.env.lighting_change=true", "sim.scene.effects.prob=0")) as relit:
-        env_plain = ServoEnv(_cfg("sim.scene.effects.prob=0"))
+    with ServoEnv(_sim_cfg("sim.env.lighting_change=true", "sim.scene.effects.prob=0")) as relit:
+        env_plain = ServoEnv(_sim_cfg("sim.scene.effects.prob=0"))
         try:
             for seed in (0, 1, 2):
                 relit.reset(seed)

@@ -23,6 +23,8 @@ from sim.geometry import (
 )
 from tests.strategies import pose, rotation, rotvec, translation, twist
 
+pytestmark = pytest.mark.unit
+
 
 @given(rotvec)
 def test_so3_log_inverts_exp(w: np.ndarray) -> None:

@@ -21,6 +21,7 @@ from sim.render import check_backend, make_renderer
 NOT_HERE = unavailable_reason() is not None
 
 
+@pytest.mark.unit
 def test_reasons_name_the_missing_piece(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(isaac_backend.importlib.util, "find_spec", lambda name: None)
     assert "not installed" in unavailable_reason()
@@ -35,6 +36,7 @@ def test_reasons_name_the_missing_piece(monkeypatch: pytest.MonkeyPatch) -> None
     assert unavailable_reason() is None
 
 
+@pytest.mark.unit
 def test_app_pins_one_gpu_by_cuda_index(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = app_config(256, 256, 3)
     assert cfg["headless"] and cfg["multi_gpu"] is False
@@ -46,6 +48,7 @@ def test_app_pins_one_gpu_by_cuda_index(monkeypatch: pytest.MonkeyPatch) -> None
         render_gpu()
 
 
+@pytest.mark.unit
 @pytest.mark.skipif(not NOT_HERE, reason="Isaac Sim can run here")
 def test_without_isaac_the_backend_fails_at_once_with_an_install_hint() -> None:
     with pytest.raises(IsaacUnavailable, match=r"pip install 'isaacsim\[all,extscache\]==5\.1\.0'"):
@@ -55,6 +58,8 @@ def test_without_isaac_the_backend_fails_at_once_with_an_install_hint() -> None:
     assert load_config("smoke", ["sim.backend=isaac"]).sim.renderer.backend == "isaac"  # the short key works
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.skipif(not NOT_HERE, reason="Isaac Sim can run here")
 @pytest.mark.parametrize(
     ("module", "extra"),
@@ -73,6 +78,7 @@ def test_cli_refuses_isaac_before_starting_ray(module: str, extra: list[str], tm
     assert not (tmp_path / "smoke").exists()  # nothing written
 
 
+@pytest.mark.unit
 def test_joining_a_cluster_leaves_the_check_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     from runtime.ray_cluster import check_local_backend
 
@@ -157,6 +163,7 @@ def _fake_isaac(monkeypatch: pytest.MonkeyPatch) -> list:
     return log
 
 
+@pytest.mark.unit
 def test_renderer_wiring_against_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     log = _fake_isaac(monkeypatch)
     from sim.camera import Camera

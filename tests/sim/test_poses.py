@@ -9,6 +9,8 @@ from configs import load_config
 from sim.geometry import look_at, pose_error
 from sim.poses import hemisphere_pose, sample_near, sample_orbit, sample_pose, sample_pose_pair, scene_scale
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def poses_cfg():
@@ -20,6 +22,7 @@ def _stats(cfg, n: int, seed: int = 0) -> np.ndarray:
     return np.array([pose_error(*sample_pose_pair(rng, cfg)) for _ in range(n)])
 
 
+@pytest.mark.slow
 def test_benchmark_distribution_reproduces_the_cns_statistics(poses_cfg) -> None:
     # CNS's image benchmark draws both poses from the desired distribution; its scenes show 0.27 +- 0.10 m and
     # 91 +- 51 deg (shared/notes/benchmark-protocol.md).
@@ -28,6 +31,7 @@ def test_benchmark_distribution_reproduces_the_cns_statistics(poses_cfg) -> None
     assert e[:, 1].mean() == pytest.approx(91.3, abs=3.0) and e[:, 1].std() == pytest.approx(51.4, abs=3.0)
 
 
+@pytest.mark.slow
 def test_training_distribution_statistics(poses_cfg) -> None:
     # Measured with 20k pairs of the smoke config: 0.512 +- 0.184 m, 97.7 +- 46.3 deg.
     e = _stats(poses_cfg, 4000, seed=1)

@@ -12,6 +12,7 @@ from sim.render import Frame, make_renderer
 from sim.scene import SceneSpec
 
 
+@pytest.mark.unit
 def test_unknown_backends_raise_clearly() -> None:
     with pytest.raises(ValueError, match="unknown renderer 'vulkan'; available: mujoco, isaac"):
         make_renderer("vulkan", 64, 64)
@@ -19,6 +20,7 @@ def test_unknown_backends_raise_clearly() -> None:
         make_renderer("mujoco", 0, 64)
 
 
+@pytest.mark.integration
 def test_render_needs_a_loaded_scene_and_an_open_renderer() -> None:
     r = make_renderer("mujoco", 32, 32)
     with pytest.raises(RuntimeError, match="no scene loaded"):
@@ -31,6 +33,7 @@ def test_render_needs_a_loaded_scene_and_an_open_renderer() -> None:
         r.load(SceneSpec())
 
 
+@pytest.mark.integration
 def test_one_gl_context_serves_many_renderers_and_scenes() -> None:
     for _ in range(3):
         with make_renderer("mujoco", 48, 32) as r:
@@ -39,6 +42,7 @@ def test_one_gl_context_serves_many_renderers_and_scenes() -> None:
                 assert r.render(Camera.canonical(48, 32).K, np.eye(4)).rgb.shape == (32, 48, 3)
 
 
+@pytest.mark.unit
 def test_frame_validates_its_arrays() -> None:
     with pytest.raises(ValueError, match="uint8"):
         Frame(np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.float32), np.eye(3), np.eye(4))
@@ -46,6 +50,7 @@ def test_frame_validates_its_arrays() -> None:
         Frame(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5), np.float32), np.eye(3), np.eye(4))
 
 
+@pytest.mark.unit
 def test_missing_gl_libraries_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MUJOCO_GL", raising=False)
     monkeypatch.setattr(mujoco_gl, "_probe", lambda platform: f"cannot load lib{platform}.so")
@@ -56,6 +61,7 @@ def test_missing_gl_libraries_are_named(monkeypatch: pytest.MonkeyPatch) -> None
     assert "libosmesa.so" in msg and "apt-get install libosmesa6" in msg
 
 
+@pytest.mark.unit
 def test_egl_failure_falls_back_to_osmesa(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MUJOCO_GL", raising=False)
     monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)  # restored afterwards, like MUJOCO_GL
@@ -63,6 +69,7 @@ def test_egl_failure_falls_back_to_osmesa(monkeypatch: pytest.MonkeyPatch) -> No
     assert mujoco_gl.choose_platform() == "osmesa"
 
 
+@pytest.mark.integration
 def test_equirectangular_sky_appears_in_the_right_directions() -> None:
     # A sky whose red channel codes longitude and green codes latitude; the centre pixel of a narrow camera
     # looking in a known direction must show that direction's code.
@@ -86,6 +93,8 @@ def test_equirectangular_sky_appears_in_the_right_directions() -> None:
             assert got_lat == pytest.approx(np.degrees(np.arcsin(d[2])), abs=4.0)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_torch_compiler_imports_after_a_gl_context() -> None:
     # Mesa's llvmpipe and Triton both bundle LLVM; importing Triton after a GL context exists used to segfault.
     import subprocess

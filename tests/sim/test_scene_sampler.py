@@ -9,6 +9,8 @@ from configs import load_config
 from sim.scene import SceneSpec
 from sim.scene_sampler import SceneSampler
 
+pytestmark = pytest.mark.unit
+
 
 def _sampler(*overrides: str) -> SceneSampler:
     cfg = load_config("smoke", list(overrides)).sim
@@ -81,6 +83,7 @@ def test_effects_probability() -> None:
     assert all(1.0 <= _sample(always, k).effects.noise_std <= 2.0 for k in range(5))
 
 
+@pytest.mark.slow
 def test_train_and_heldout_procedural_assets_are_disjoint() -> None:
     train, held = _sampler("sim.assets.split=train"), _sampler("sim.assets.split=heldout")
     names = {"train": set(), "heldout": set()}

@@ -23,6 +23,8 @@ from sim.usd_camera import (
 pytest.importorskip("pxr")
 from pxr import Gf, Sdf, Usd, UsdGeom
 
+pytestmark = pytest.mark.unit
+
 CAMERAS = {
     "canonical": Camera.canonical(256),
     "non_square": Camera.from_focal(300.0, 320, 240, fy=280.0, cx=165.3, cy=118.7),

@@ -21,6 +21,8 @@ from sim.usd_stage import build_stage, mesh_layer, texture_file
 pytest.importorskip("pxr")
 from pxr import Usd, UsdGeom, UsdLux, UsdPhysics, UsdShade
 
+pytestmark = pytest.mark.unit
+
 DEFAULT = Usd.TimeCode.Default()
 
 

@@ -18,6 +18,7 @@ import torch
 
 from configs.schema import DataConfig
 from shards import DatasetWriter, ShardBuffer, ShardError, ShardKey
+from tests.fixtures.factories import make_writer
 from training.dataset import ShardStream, collate, make_loader, split_of_scene, wait_for_shards
 
 H = W = 32
@@ -35,7 +36,8 @@ LAYOUT = [
 
 
 def _writer(root: Path) -> DatasetWriter:
-    return DatasetWriter(root, height=H, width=W, K=K, backend="mujoco", config={"run": {"name": "test"}})
+    """The shared shard writer (tests/fixtures/factories.py) at this module's image size and camera."""
+    return make_writer(root, height=H, width=W, K=K)
 
 
 def _coded(rng: np.random.Generator, code: int, marker: int) -> np.ndarray:
@@ -140,6 +142,7 @@ def check_identity(batch: dict[str, torch.Tensor], table: dict, *, images: bool 
         assert batch["scene_seed"][i].item() == t["scene_seed"]
 
 
+@pytest.mark.unit
 def test_split_of_scene_is_stable_and_proportional() -> None:
     seeds = range(20_000)
     val = {s for s in seeds if split_of_scene(s, 0.3) == "val"}
@@ -150,6 +153,7 @@ def test_split_of_scene_is_stable_and_proportional() -> None:
     assert split_of_scene(2**63 - 1, 0.5) in ("train", "val")
 
 
+@pytest.mark.unit
 def test_batch_shapes_dtypes_and_ranges(dataset) -> None:
     root, table = dataset
     loader = make_loader(data_cfg(root, color_jitter=0.3, noise_std=0.05), "train", seed=0, batch_size=8)
@@ -173,6 +177,7 @@ def test_batch_shapes_dtypes_and_ranges(dataset) -> None:
     check_identity(batch, table, images=False)
 
 
+@pytest.mark.unit
 def test_samples_keep_their_desired_images_and_labels(dataset) -> None:
     root, table = dataset
     stream = ShardStream(data_cfg(root, dagger_fraction=0.5), "train", seed=1, augment=False)
@@ -183,6 +188,8 @@ def test_samples_keep_their_desired_images_and_labels(dataset) -> None:
     check_identity(val, table)
 
 
+@pytest.mark.unit
+@pytest.mark.slow
 def test_split_by_scene_and_val_covers_each_sample_once(dataset) -> None:
     root, table = dataset
     cfg = data_cfg(root, dagger_fraction=0.5)
@@ -203,6 +210,8 @@ def test_split_by_scene_and_val_covers_each_sample_once(dataset) -> None:
     assert abs(len(ranks[0]) - len(ranks[1])) <= cfg.block  # balanced to a block, not to a shard
 
 
+@pytest.mark.unit
+@pytest.mark.slow
 @pytest.mark.parametrize("fraction", [0.25, 0.75])
 def test_mixing_ratio_follows_dagger_fraction(dataset, fraction: float) -> None:
     root, _ = dataset
@@ -212,6 +221,7 @@ def test_mixing_ratio_follows_dagger_fraction(dataset, fraction: float) -> None:
     assert abs(share - fraction) < 0.07
 
 
+@pytest.mark.unit
 def test_only_one_producer_is_used_whatever_the_fraction(tmp_path) -> None:
     table: dict[int, dict] = {}
     publish(tmp_path, "hemisphere", 0, 40, 4, 8, False, table)
@@ -219,6 +229,7 @@ def test_only_one_producer_is_used_whatever_the_fraction(tmp_path) -> None:
     assert batch["producer"].eq(0).all()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("refresh_seconds", [0.0, 0.2])
 def test_stream_waits_for_data_and_picks_up_new_shards(tmp_path, refresh_seconds: float) -> None:
     root, table = tmp_path / "data", {}
@@ -238,6 +249,7 @@ def test_stream_waits_for_data_and_picks_up_new_shards(tmp_path, refresh_seconds
     check_identity(later, table)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_a_damaged_shard_is_quarantined_and_skipped_never_read_as_zeros(tmp_path, split, caplog) -> None:
     root, table = tmp_path / "data", {}
@@ -258,6 +270,7 @@ def test_a_damaged_shard_is_quarantined_and_skipped_never_read_as_zeros(tmp_path
     assert "cur_rgb" in (root / "quarantine" / "hemisphere-r0000-000001.reason.txt").read_text()
 
 
+@pytest.mark.unit
 def test_wait_for_shards(tmp_path) -> None:
     root = tmp_path / "nothing-here"
     with pytest.raises(TimeoutError, match="nothing-here"):
@@ -273,6 +286,7 @@ def test_wait_for_shards(tmp_path) -> None:
     assert stream.wait_for_shards(5.0) == 2
 
 
+@pytest.mark.unit
 def test_augmentation_changes_images_not_labels_and_is_off_for_val(dataset) -> None:
     root, table = dataset
     cfg = data_cfg(root, color_jitter=0.4, noise_std=0.0)
@@ -301,6 +315,7 @@ def test_augmentation_changes_images_not_labels_and_is_off_for_val(dataset) -> N
     check_identity(forced, table, images=False)
 
 
+@pytest.mark.unit
 def test_with_coarse_returns_the_arrays_and_masks_dagger_samples(dataset) -> None:
     root, table = dataset
     batch = take(ShardStream(data_cfg(root, dagger_fraction=0.5), "train", seed=5, with_coarse=True), 200)
@@ -316,12 +331,14 @@ def test_with_coarse_returns_the_arrays_and_masks_dagger_samples(dataset) -> Non
     check_identity(batch, table)
 
 
+@pytest.mark.unit
 def test_with_coarse_on_shards_without_them_is_a_clear_error(tmp_path) -> None:
     publish(tmp_path, "hemisphere", 0, 40, 4, 8, False, {})
     with pytest.raises(ShardError, match=r"hemisphere-r0000-000000.*coarse_match"):
         next(iter(ShardStream(data_cfg(tmp_path), "train", seed=0, with_coarse=True)))
 
 
+@pytest.mark.unit
 def test_arguments_and_collate_errors(dataset) -> None:
     root, _ = dataset
     with pytest.raises(ValueError, match="split"):
@@ -334,6 +351,8 @@ def test_arguments_and_collate_errors(dataset) -> None:
         collate([{"a": torch.zeros(1)}, {"b": torch.zeros(1)}])
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_loader_with_spawned_workers(dataset) -> None:
     root, table = dataset
     cfg = data_cfg(root, workers=2, dagger_fraction=0.5, color_jitter=0.2, noise_std=0.01)
@@ -353,6 +372,7 @@ def test_loader_with_spawned_workers(dataset) -> None:
     assert sorted(steps) == sorted(u for u, t in table.items() if t["split"] == "val")
 
 
+@pytest.mark.unit
 def test_colour_jitter_matches_torchvision_where_nothing_clips() -> None:
     from torchvision.transforms import functional as F
 
@@ -365,6 +385,7 @@ def test_colour_jitter_matches_torchvision_where_nothing_clips() -> None:
     torch.testing.assert_close(out, ref, atol=1e-3, rtol=0)
 
 
+@pytest.mark.unit
 def test_rot90_turns_image_label_and_matches_to_the_nearest_quarter_turn(tmp_path: Path) -> None:
     from policy.control import normalize_velocity, pbvs
     from policy.rotation import rotate_label, turn_image

@@ -8,6 +8,8 @@ import pytest
 
 from training.schedule import lr_factor
 
+pytestmark = pytest.mark.unit
+
 
 def test_warmup_then_cosine_to_the_floor() -> None:
     f = [lr_factor(s, warmup=10, total=110, min_ratio=0.1) for s in range(130)]

@@ -8,17 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from configs import load_config
 from policy import build_policy, save_checkpoint
 from policy.checkpoint import load_checkpoint
+from tests.fixtures.factories import small_config
 from training import ship as ship_module
 from training.ship import ship
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    policy = build_policy(load_config("smoke", ["policy.input_size=[64,64]"]).policy)
+    policy = build_policy(small_config().policy)
     return save_checkpoint(policy, tmp_path / "run" / "checkpoints" / "step_000010", 10, trainer_state={"step": 10})
 
 

@@ -12,10 +12,11 @@ import torch
 
 from configs import load_config
 from policy.checkpoint import latest_checkpoint, load_checkpoint
+from tests.fixtures.factories import small_overrides
 from training.trainer import TrainState
 
-SMALL = [
-    "sim.camera.width=64", "sim.camera.height=64", "policy.input_size=[64,64]", "datagen.num_cpus=4",
+# A few steps on little data (on top of small_cfg's 64 px), every periodic action often enough to happen at least once.
+TRAIN = [
     "datagen.hemisphere.samples=40", "datagen.hemisphere.shard_samples=10", "datagen.dagger.samples=20",
     "datagen.dagger.shard_samples=10", "datagen.dagger.episode_steps=10", "train.batch_size=4", "train.log_every=1",
     "train.image_every=3", "train.val_every=3", "train.val_batches=1", "train.checkpoint_every=2", "train.push_every=2",
@@ -23,12 +24,9 @@ SMALL = [
 ]  # fmt: skip
 
 
-def _cfg(tmp_path: Path, *overrides: str):  # type: ignore[no-untyped-def]
-    return load_config("smoke", [f"run.root={tmp_path}", *SMALL, *overrides])
-
-
-def test_train_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+@pytest.mark.unit
+def test_train_state_round_trips_through_a_checkpoint(small_cfg) -> None:
+    cfg = small_cfg(*TRAIN)
     a = TrainState(cfg, torch.device("cpu"))
     for _ in range(3):
         out = a.policy(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
@@ -51,8 +49,9 @@ def test_train_state_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     assert meta["extra"] == {"step": 3, "run_seed": cfg.run.seed}  # the run seed, as shard sidecars record it
 
 
-def test_old_checkpoints_are_pruned(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "train.keep_checkpoints=2")
+@pytest.mark.unit
+def test_old_checkpoints_are_pruned(small_cfg) -> None:
+    cfg = small_cfg(*TRAIN, "train.keep_checkpoints=2")
     s = TrainState(cfg, torch.device("cpu"))
     for step in (2, 4, 6):
         s.step = step
@@ -71,12 +70,13 @@ def _steps(state: TrainState, n: int) -> None:
         state.step += 1
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "damage",
     ["truncated weights", "altered weights", "altered trainer state", "no trainer state", "garbled metadata"],
 )
-def test_a_damaged_newest_checkpoint_is_never_loaded(tmp_path: Path, damage: str) -> None:
-    cfg = _cfg(tmp_path)
+def test_a_damaged_newest_checkpoint_is_never_loaded(damage: str, small_cfg) -> None:
+    cfg = small_cfg(*TRAIN)
     a = TrainState(cfg, torch.device("cpu"))
     _steps(a, 2)
     good = a.save()
@@ -105,14 +105,15 @@ def test_a_damaged_newest_checkpoint_is_never_loaded(tmp_path: Path, damage: str
     assert b.step == 2 and b.sched.last_epoch == 2
 
 
-def test_a_checkpoint_of_another_network_is_a_one_line_error_naming_folder_and_keys(tmp_path: Path) -> None:
+@pytest.mark.unit
+def test_a_checkpoint_of_another_network_is_a_one_line_error_naming_folder_and_keys(small_cfg) -> None:
     from policy.checkpoint import resume_point
     from training.trainer import run_training
 
-    cfg = _cfg(tmp_path)
+    cfg = small_cfg(*TRAIN)
     a = TrainState(cfg, torch.device("cpu"))
     a.save()
-    other = _cfg(tmp_path, "policy.transformer.depth=3", "policy.controller.dim=48")
+    other = small_cfg(*TRAIN, "policy.transformer.depth=3", "policy.controller.dim=48")
     with pytest.raises(ValueError, match="checkpoint does not fit") as err:
         run_training(other)  # refused in the driver, before Ray starts
     message = str(err.value)
@@ -141,6 +142,8 @@ while True:
 """
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_trainer_killed_at_any_moment_resumes_at_its_last_whole_step(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -149,7 +152,7 @@ def test_a_trainer_killed_at_any_moment_resumes_at_its_last_whole_step(tmp_path:
     from policy.checkpoint import latest_checkpoint, resume_point
     from training.schedule import lr_factor
 
-    overrides = [f"run.root={tmp_path}", *SMALL, "train.keep_checkpoints=3", "train.steps=10000"]
+    overrides = small_overrides(*TRAIN, "train.keep_checkpoints=3", "train.steps=10000", root=tmp_path)
     cfg = load_config("smoke", overrides)
     rng = np.random.default_rng(0)
     root = Path(__file__).resolve().parents[2]
@@ -189,17 +192,7 @@ def test_a_trainer_killed_at_any_moment_resumes_at_its_last_whole_step(tmp_path:
     assert last > 0 and len(set(steps)) > 2, steps
 
 
-@pytest.fixture(scope="module")
-def ray_session(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    import ray
-
-    from runtime.ray_cluster import init_ray
-
-    assert init_ray(_cfg(tmp_path_factory.mktemp("ray")), {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}, 4)
-    yield ray
-    ray.shutdown()
-
-
+@pytest.mark.integration
 def test_weights_reach_a_named_dagger_actor_and_absence_is_fine(ray_session) -> None:  # type: ignore[no-untyped-def]
     ray = ray_session
     from runtime.ray_cluster import NAMESPACE
@@ -227,11 +220,13 @@ def test_weights_reach_a_named_dagger_actor_and_absence_is_fine(ray_session) -> 
     ray.kill(rec)
 
 
-def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.integration
+@pytest.mark.slow
+def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path, ray_session, small_cfg) -> None:  # type: ignore[no-untyped-def]
     from datagen.runner import run_datagen
     from training.trainer import run_training
 
-    cfg = _cfg(tmp_path, "run.name=tr", "train.steps=4", "datagen.dagger.samples=0")
+    cfg = small_cfg(*TRAIN, "run.name=tr", "train.steps=4", "datagen.dagger.samples=0")
     run_datagen(cfg, show_progress=False)
     run_training(cfg)
     run = tmp_path / "tr"
@@ -254,11 +249,13 @@ def test_training_logs_checkpoints_and_resumes_at_the_saved_step(tmp_path: Path,
     assert latest_checkpoint(run / "checkpoints").name == "step_000006"
 
 
-def test_pipeline_closes_the_loop(tmp_path: Path, ray_session) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.integration
+@pytest.mark.slow
+def test_pipeline_closes_the_loop(tmp_path: Path, ray_session, small_cfg) -> None:  # type: ignore[no-untyped-def]
     from shards import DatasetReader
     from training.pipeline import run_pipeline
 
-    cfg = _cfg(tmp_path, "run.name=pipe", "train.steps=6")
+    cfg = small_cfg(*TRAIN, "run.name=pipe", "train.steps=6")
     counts = run_pipeline(cfg, settle_timeout=120)
     assert counts["hemisphere"] == 40 and counts["dagger_from_policy"] > 0
     versions = {

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from training.validation import NORM_BINS, ROTATION_BINS, _Bins, bin_names, match_hits, plot_validation
+
+pytestmark = pytest.mark.unit
 
 
 def _logits_pointing_at(targets: torch.Tensor, h: int, w: int) -> torch.Tensor:
