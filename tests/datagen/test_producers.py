@@ -280,7 +280,7 @@ class _PatternRenderer:
         pass
 
 
-def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(tmp_path: Path) -> None:
+def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> None:  # type: ignore[no-untyped-def]
     # Shards on disk are a pure function of the run seed: naming the streams must not move a single draw. The
     # expectations below use the old literal numbers (scene 0, poses 1, effects 2; hemisphere is producer 0).
     from sim.effects import apply_effects
@@ -288,7 +288,7 @@ def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(tmp_path: Path)
     from sim.scene_sampler import SceneSampler
     from sim.seeds import derive_seed
 
-    cfg = _cfg(tmp_path, "run.seed=11", "datagen.hemisphere.samples=18", "datagen.hemisphere.shard_samples=6",
+    cfg = small_cfg("run.seed=11", "datagen.hemisphere.samples=18", "datagen.hemisphere.shard_samples=6",
                "sim.scene.effects.prob=1.0")  # fmt: skip
     p = HemisphereProducer(cfg)
     p.renderer.close()
@@ -310,7 +310,7 @@ def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(tmp_path: Path)
     p.close()
 
 
-def test_dagger_draws_its_coin_from_a_stream_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dagger_draws_its_coin_from_a_stream_of_its_own(small_cfg, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # It used to draw from the lights' stream: with lighting_change on, the coin replayed the relighting draws.
     from datagen import dagger
     from sim.seeds import Stream, rng_for
@@ -322,7 +322,7 @@ def test_dagger_draws_its_coin_from_a_stream_of_its_own(tmp_path: Path, monkeypa
         return rng_for(seed, stream)
 
     monkeypatch.setattr(dagger, "rng_for", spy)
-    cfg = _cfg(tmp_path, "run.seed=5", "datagen.dagger.samples=6", "datagen.dagger.shard_samples=6",
+    cfg = small_cfg("run.seed=5", "datagen.dagger.samples=6", "datagen.dagger.shard_samples=6",
                "datagen.dagger.episode_steps=3", "sim.env.lighting_change=true")  # fmt: skip
     p = DaggerProducer(cfg)
     p.run()
@@ -330,10 +330,10 @@ def test_dagger_draws_its_coin_from_a_stream_of_its_own(tmp_path: Path, monkeypa
     assert used and set(used) == {Stream.DAGGER_COIN}
 
 
-def test_shard_sidecars_record_the_run_seed_and_every_episode_seed(tmp_path: Path) -> None:
+def test_shard_sidecars_record_the_run_seed_and_every_episode_seed(small_cfg) -> None:  # type: ignore[no-untyped-def]
     from sim.seeds import derive_seed
 
-    cfg = _cfg(tmp_path, "run.seed=3", "datagen.hemisphere.samples=4", "datagen.hemisphere.shard_samples=4",
+    cfg = small_cfg("run.seed=3", "datagen.hemisphere.samples=4", "datagen.hemisphere.shard_samples=4",
                "datagen.dagger.samples=4", "datagen.dagger.shard_samples=4",
                "datagen.dagger.episode_steps=2")  # fmt: skip
     for producer in (HemisphereProducer(cfg), DaggerProducer(cfg)):

@@ -128,19 +128,21 @@ TURN_ACCURACY_FLOOR = 0.7
 SWAP_COS_CEILING = 0.7
 
 
-def test_it_does_not_stop_on_the_orbit_ten_degrees_from_the_goal(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
-    """The failure the recipe's stage 2 was made for: on the orbit about the point d* ahead, where translation and
-    tilt nearly cancel in the image, the stage-1 policy answered |v| below the stop on 15 % of goals at 10° (TE 175
-    mm, outside the success bound); the shipped one on none of 20, with a median cosine of 0.87. On these 6 goals the
-    stage-1 checkpoint fails this test (|v| 0.020 on one, median cosine 0.47); the shipped one passes (0.034 at least,
-    median cosine 0.70)."""
+@pytest.mark.integration
+@pytest.mark.slow
+def test_it_sees_the_orbit_where_translation_and_tilt_nearly_cancel(shipped, suite_cfg) -> None:  # type: ignore[no-untyped-def]
+    """The failure the recipe's stage 2 was made for. On the orbit about the point d* ahead the image barely changes,
+    and the stage-1 policy (step 3000 of `configs/cpu.yaml`) answered almost at random at 3° (median cosine 0.12 on
+    these 8 goals) and with a median |v| of 0.048 at 10° (TE 175 mm, outside the success bound; label 0.247): it
+    fails this test. The shipped policy: median cosine 0.72 at 3°, median |v| 0.080 at 10°."""
     from evaluation.openloop import ambiguity_probe
 
-    probe = ambiguity_probe(shipped[0], suite_cfg, [SEED + i for i in range(6)])
-    orbit = probe[("orbit", 10.0)]
-    print(f"orbit 10°: |v| {orbit[:, 0].round(3)}, label {orbit[:, 1].round(3)}, cos {orbit[:, 2].round(2)}")
-    assert np.all(orbit[:, 0] > suite_cfg.eval.stop_velocity)
-    assert np.median(orbit[:, 2]) > 0.6
-    # It still sees the unambiguous motions of the same size, and does not stop there either.
+    probe = ambiguity_probe(shipped[0], suite_cfg, [SEED + i for i in range(8)])
+    stop = suite_cfg.eval.stop_velocity
+    o3, o10 = probe[("orbit", 3.0)], probe[("orbit", 10.0)]
+    print(f"orbit 3°: cos {o3[:, 2].round(2)}; orbit 10°: |v| {o10[:, 0].round(3)}, cos {o10[:, 2].round(2)}")
+    assert np.median(o3[:, 2]) > 0.5
+    assert np.median(o10[:, 0]) > 2 * stop and np.median(o10[:, 2]) > 0.6
+    # It still sees the unambiguous motions of the same size, and never stops there.
     for kind in ("lateral", "tilt"):
-        assert np.all(probe[(kind, 10.0)][:, 0] > suite_cfg.eval.stop_velocity)
+        assert np.all(probe[(kind, 10.0)][:, 0] > stop)
