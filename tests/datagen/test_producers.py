@@ -280,6 +280,7 @@ class _PatternRenderer:
         pass
 
 
+@pytest.mark.integration
 def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> None:  # type: ignore[no-untyped-def]
     # Shards on disk are a pure function of the run seed: naming the streams must not move a single draw. The
     # expectations below use the old literal numbers (scene 0, poses 1, effects 2; hemisphere is producer 0).
@@ -310,6 +311,7 @@ def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> N
     p.close()
 
 
+@pytest.mark.integration
 def test_dagger_draws_its_coin_from_a_stream_of_its_own(small_cfg, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     # It used to draw from the lights' stream: with lighting_change on, the coin replayed the relighting draws.
     from datagen import dagger
@@ -330,6 +332,7 @@ def test_dagger_draws_its_coin_from_a_stream_of_its_own(small_cfg, monkeypatch: 
     assert used and set(used) == {Stream.DAGGER_COIN}
 
 
+@pytest.mark.integration
 def test_shard_sidecars_record_the_run_seed_and_every_episode_seed(small_cfg) -> None:  # type: ignore[no-untyped-def]
     from sim.seeds import derive_seed
 

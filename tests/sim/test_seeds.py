@@ -7,6 +7,8 @@ import pytest
 
 from sim.seeds import PRODUCER_IDS, Stream, derive_seed, rng_for
 
+pytestmark = pytest.mark.unit
+
 # Each stream's number before streams had names (sim/env.py, datagen/hemisphere.py, evaluation/openloop.py), with the
 # first three draws of integers(2**62) for seed 123456789, computed with that code. The hemisphere shards on disk
 # depend on them staying exactly so.
