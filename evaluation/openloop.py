@@ -98,6 +98,7 @@ def stop_norms(policy: object, cfg: Config, seeds: list[int]) -> dict[str, np.nd
             }
             for name, wTc in poses.items():
                 rgb = env.renderer.render(env.camera.K, wTc).rgb
+                servo.restart()  # each frame on its own, not as steps of one episode
                 out[name].append(float(np.linalg.norm(servo.step(rgb).velocity_unit)))
     return {k: np.array(v) for k, v in out.items()}
 
@@ -134,6 +135,7 @@ def ambiguity_probe(policy: object, cfg: Config, seeds: list[int]) -> dict[tuple
                 tilt = wTd.copy()
                 tilt[:3, :3] = exp_so3(rotvec) @ wTd[:3, :3]
                 for name, wTc in (("orbit", orbit_pose(wTd, rotvec)), ("lateral", lateral), ("tilt", tilt)):
+                    servo.restart()  # each frame on its own, not as steps of one episode
                     pred = servo.step(env.renderer.render(env.camera.K, wTc).rgb).velocity_unit
                     label = normalize_velocity(pbvs(relative_pose(wTd, wTc)), env.scene_scale)
                     cos = float(pred @ label / max(np.linalg.norm(pred) * np.linalg.norm(label), 1e-12))

@@ -92,6 +92,14 @@ class Servo:
         self.rot90 = bool(policy.cfg.rot90)
         if self.rot90 and self.input_size[0] != self.input_size[1]:
             raise ValueError(f"policy.rot90 needs a square policy.input_size, got {self.input_size}")
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget the episode so far (the quarter turn in use, the latch to PBVS, the step count), keeping the goal.
+
+        A new episode towards the same desired image, or independent frames scored one by one (open-loop probes),
+        must not inherit the turn hysteresis or the latch of earlier frames; the desired image stays encoded.
+        """
         self.pbvs_latched = not self.cfg.hybrid
         self.turn: int | None = None  # the quarter turn in use (policy.rot90)
         self.steps = 0

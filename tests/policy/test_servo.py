@@ -138,3 +138,9 @@ def test_rot90_runs_the_four_turns_keeps_the_most_confident_and_maps_the_velocit
     np.testing.assert_allclose(first.velocity_unit, velocity_from_turned(raw, 1), atol=1e-5)
     assert servo.step(cur).turn == 1  # 0.6 is not 25 % above 0.5: the turn in use stays
     assert servo.step(cur).turn == 2  # 0.8 is
+    # restart forgets the turn in use (and the step count): 0.6 for turn 1 against 0.55 for turn 2 in use would keep
+    # turn 2; after the restart there is no turn in use, so the argmax, turn 1, is taken.
+    confidences = iter([[0.1, 0.6, 0.55, 0.1]])
+    servo.restart()
+    assert servo.steps == 0 and servo.turn is None
+    assert servo.step(cur).turn == 1
