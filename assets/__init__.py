@@ -29,6 +29,8 @@ _EXPORTS = {
     "MESH_LAYOUTS": "assets.loaders",
     "split_of": "assets.splits",
     "filter_split": "assets.splits",
+    "folder_split": "assets.splits",
+    "heldout_count": "assets.splits",
     "procedural_name": "assets.splits",
     "procedural_seed": "assets.splits",
 }
@@ -44,6 +46,8 @@ __all__ = [
     "MeshFolder",
     "decimate",
     "filter_split",
+    "folder_split",
+    "heldout_count",
     "load_image",
     "load_mesh",
     "make_mesh",
@@ -73,7 +77,7 @@ if TYPE_CHECKING:
     from assets.mesh import Mesh
     from assets.procedural_meshes import MESH_FAMILIES, make_mesh
     from assets.procedural_textures import TEXTURE_FAMILIES, make_sky, make_texture, random_color, random_palette
-    from assets.splits import filter_split, procedural_name, procedural_seed, split_of
+    from assets.splits import filter_split, folder_split, heldout_count, procedural_name, procedural_seed, split_of
 
 
 def __getattr__(name: str) -> Any:

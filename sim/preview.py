@@ -1,4 +1,6 @@
-"""`python -m sim.preview`: write a PNG contact sheet of (desired, initial) image pairs for a range of seeds."""
+"""`python -m sim.preview`: write a PNG contact sheet of (desired, initial) image pairs for a range of seeds.
+
+Prints where the assets come from and how many are in each split first; a bad asset folder exits 2 naming it."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from configs import add_config_arguments, config_from_args, save_config
 from file_io import atomic_path
+from sim.asset_catalogue import AssetFolderError, check_assets, report_lines
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:
@@ -39,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--count and --cols must be >= 1")
     cfg = config_from_args(parser, args)
     out = args.out or Path(cfg.run.root) / cfg.run.name / "preview.png"
+    try:
+        catalogue = check_assets(cfg.sim.assets)
+    except AssetFolderError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    for line in report_lines(catalogue):
+        print(line)
 
     t0 = time.perf_counter()
     tiles = []

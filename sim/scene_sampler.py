@@ -12,18 +12,16 @@ import numpy as np
 from assets import (
     MESH_FAMILIES,
     TEXTURE_FAMILIES,
-    ImageFolder,
-    MeshFolder,
     make_mesh,
     make_sky,
     make_texture,
     procedural_name,
     procedural_seed,
     random_color,
-    split_of,
 )
 from assets.mesh import Mesh
 from configs.schema import AssetsConfig, SceneConfig
+from sim.asset_catalogue import AssetCatalogue
 from sim.geometry import make_pose
 from sim.physics import settle
 from sim.scene import ImageEffects, LightSpec, MaterialSpec, ObjectSpec, SceneSpec, SkySpec
@@ -38,19 +36,12 @@ class SceneSampler:
     def __init__(self, cfg: SceneConfig, assets: AssetsConfig) -> None:
         self.cfg = cfg
         self.assets = assets
-        frac, split = assets.heldout_fraction, assets.split
-        self.mesh_folders = [MeshFolder(d, cache_dir=assets.cache_dir) for d in assets.mesh_dirs]
-        self.texture_folders = [ImageFolder(d, cache_dir=assets.cache_dir) for d in assets.texture_dirs]
-        self.sky_folders = [ImageFolder(d, cache_dir=assets.cache_dir) for d in assets.sky_dirs]
-        self._meshes = [
-            (f, name) for f in self.mesh_folders for name in f.names if split_of(name, frac, "mesh") == split
-        ]
-        self._textures = [
-            (f, name) for f in self.texture_folders for name in f.names if split_of(name, frac, "texture") == split
-        ]
-        self._skies = [(f, name) for f in self.sky_folders for name in f.names if split_of(name, frac, "sky") == split]
+        self.catalogue = AssetCatalogue(assets)
+        self._meshes = self.catalogue.in_split("meshes")
+        self._textures = self.catalogue.in_split("textures")
+        self._skies = self.catalogue.in_split("skies")
         uses_procedural = assets.procedural_meshes or assets.procedural_textures
-        if uses_procedural and split == "heldout" and frac == 0.0:
+        if uses_procedural and assets.split == "heldout" and assets.heldout_fraction == 0.0:
             raise ValueError("sim.assets: split 'heldout' is empty with heldout_fraction 0; raise the fraction")
 
     # -- assets ------------------------------------------------------------------------------------------------
