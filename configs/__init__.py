@@ -3,6 +3,7 @@
 A leaf package: it imports no other project package, so every layer may use it.
 """
 
+from configs.follow_data import Followed, config_following_data, load_following_data, recorded_config
 from configs.loader import (
     ConfigError,
     add_config_arguments,
@@ -20,12 +21,16 @@ from configs.schema import Config
 __all__ = [
     "Config",
     "ConfigError",
+    "Followed",
     "add_config_arguments",
     "available_configs",
+    "config_following_data",
     "config_from_args",
     "config_to_yaml",
     "content_differences",
     "load_config",
+    "load_following_data",
+    "recorded_config",
     "save_config",
     "validate_config",
     "with_absolute_paths",

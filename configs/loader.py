@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +83,20 @@ def parse_overrides(overrides: Sequence[str]) -> list[str]:
     return out
 
 
-def load_config(name: str | os.PathLike[str] = DEFAULT_CONFIG, overrides: Sequence[str] = ()) -> Config:
-    """Load a config by name or path, apply `key.sub=value` overrides and return it validated."""
+def load_config(
+    name: str | os.PathLike[str] = DEFAULT_CONFIG,
+    overrides: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load a config by name or path, apply `key.sub=value` overrides and return it validated.
+
+    `defaults`, a nested mapping of values, replaces the file's values before the overrides apply (how a job takes
+    the settings of the dataset it reads: `configs.follow_data`)."""
     path = config_path(name)
     tree = _read_tree(path)
     try:
+        if defaults:
+            tree = OmegaConf.merge(tree, OmegaConf.create(dict(defaults)))
         if overrides:
             tree = OmegaConf.merge(tree, OmegaConf.from_dotlist(parse_overrides(overrides)))
         data = OmegaConf.to_container(tree, resolve=True)
@@ -133,11 +142,16 @@ def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def save_config(cfg: Config, directory: str | os.PathLike[str], filename: str = RESOLVED_NAME) -> Path:
-    """Write the resolved config next to an output, atomically (temp file then rename); returns its path."""
+def save_config(
+    cfg: Config, directory: str | os.PathLike[str], filename: str = RESOLVED_NAME, notes: Sequence[str] = ()
+) -> Path:
+    """Write the resolved config next to an output, atomically (temp file then rename); returns its path.
+
+    `notes` go first as YAML comments (`# ...`), e.g. which keys came from the dataset; the file still loads."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    return write_text(out / filename, config_to_yaml(cfg))
+    header = "".join(f"# {line}\n" for note in notes for line in str(note).splitlines())
+    return write_text(out / filename, header + config_to_yaml(cfg))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -47,6 +47,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def is_content(key: str) -> bool:
+    """Whether the dotted key `key` decides what a shard contains (no `NOT_CONTENT` pattern covers it)."""
+    return not _ignored(key)
+
+
 def _ignored(key: str) -> bool:
     parts = key.split(".")
     prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]

@@ -1,7 +1,8 @@
 """`python -m datagen [--config smoke] [key.sub=value ...]`: generate the dataset of a run with Ray producers.
 
 Writes Zarr shards to datagen.root (default runs/<run.name>/data): hemisphere pairs (datagen.hemisphere.samples)
-and DAgger rollouts (datagen.dagger.samples). Rerunning with the same run.name fills in only missing shards.
+and DAgger rollouts (datagen.dagger.samples). Rerunning with the same run.name fills in only missing shards;
+a root already at both targets says so and exits at once, without starting Ray.
 Joins the Ray cluster at RAY_ADDRESS (or datagen.ray_address) when set, else starts a local Ray.
 `--verify` then checks every published shard against its sidecar's checksums and exits 1 naming each damaged one
 (`--quarantine` also moves them aside, so that the next run makes them again).
@@ -30,11 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(parser, args)
     from datagen.runner import run_datagen
+    from shards import ShardError
+    from sim.asset_catalogue import AssetFolderError
     from sim.isaac_backend import IsaacUnavailable
 
     try:
         summary = run_datagen(cfg, show_progress=not args.quiet)
-    except IsaacUnavailable as err:
+    except (IsaacUnavailable, AssetFolderError, ConnectionError, ShardError) as err:
+        # Raised by the checks before Ray starts: the backend, the asset folders, the Ray address, the root's config.
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(summary.line())
     if args.verify or args.quarantine:

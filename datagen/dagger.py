@@ -229,6 +229,7 @@ class DaggerProducer:
             "steps": steps,
             "scene_seeds": seeds,
             "config_seed": self.cfg.run.seed,
+            "assets": self.env.sampler.catalogue.summary(),
         }
         return buf, meta
 

@@ -43,6 +43,7 @@ class HemisphereProducer:
         r = cfg.sim.renderer
         self.renderer = make_renderer(r.backend, c.width, c.height, shadows=r.shadows, shadow_size=r.shadow_size)
         self.sampler = SceneSampler(cfg.sim.scene, cfg.sim.assets)
+        self.assets = self.sampler.catalogue.summary()  # every sidecar names the asset sources and split counts
         self.writer = open_writer(cfg)
         self.progress = ProducerProgress()
 
@@ -61,7 +62,8 @@ class HemisphereProducer:
                     self.progress.add(skipped=1)
                     continue
                 buf, seeds = self.make_shard(index)
-                publisher.submit(key, buf, {"scene_seeds": seeds, "config_seed": self.cfg.run.seed})
+                sidecar = {"scene_seeds": seeds, "config_seed": self.cfg.run.seed, "assets": self.assets}
+                publisher.submit(key, buf, sidecar)
         finally:
             publisher.close()
         return self.progress.snapshot()

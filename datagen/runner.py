@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from datagen.hemisphere import shard_count
 from datagen.producer import open_writer
 from runtime.ray_cluster import NAMESPACE, check_local_backend, check_ray_address, init_ray
 from shards import DatasetReader
+from sim.asset_catalogue import check_assets, report_lines
 
 
 @dataclass
@@ -27,11 +29,17 @@ class Summary:
     megabytes: float
     seconds: float
     new_samples: int
+    nothing_to_do: bool = False
 
     def line(self) -> str:
         """The one-line summary printed at the end."""
         total = sum(self.samples.values())
         parts = ", ".join(f"{k} {v}" for k, v in self.samples.items())
+        if self.nothing_to_do:
+            return (
+                f"datagen: already at the target, {total} samples ({parts}) in {sum(self.shards.values())} shards in "
+                f"{self.root}; nothing to do — raise datagen.hemisphere.samples or datagen.dagger.samples to make more"
+            )
         rate = self.new_samples / max(self.seconds, 1e-9)
         return (
             f"datagen: {total} samples ({parts}) in {sum(self.shards.values())} shards, {self.megabytes:.1f} MB, "
@@ -90,17 +98,51 @@ def start_producers(cfg: Config) -> dict[str, list[Any]]:
     return actors
 
 
-def run_datagen(cfg: Config, show_progress: bool = True) -> Summary:
-    """Produce the configured dataset (filling only what is missing) and return what is on disk."""
-    import ray
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def remaining_samples(cfg: Config, reader: DatasetReader) -> dict[str, int]:
+    """Samples each producer still has to make, decided as the producers decide it: hemisphere shards whose key is
+    not published, and DAgger samples below `datagen.dagger.samples` per actor (each actor owns a residue class of
+    shard indices). Reads sidecars only; starts nothing."""
+    h, d = cfg.datagen.hemisphere, cfg.datagen.dagger
+    published = {(s.key.producer, s.key.round, s.key.index) for s in reader.refresh()}
+    hemi = sum(
+        min(h.shard_samples, h.samples - i * h.shard_samples)
+        for i in range(shard_count(cfg))
+        if ("hemisphere", 0, i) not in published
+    )
+    dagger = 0
+    if d.samples and d.actors:
+        mine = [0] * d.actors
+        for s in reader.shards:
+            if s.key.producer == "dagger":
+                mine[s.key.index % d.actors] += s.n
+        dagger = sum(max(0, d.samples - n) for n in mine)
+    return {"hemisphere": hemi, "dagger": dagger}
 
+
+def preflight(cfg: Config, echo: Callable[[str], None] = print) -> None:
+    """Every check a job that renders makes before Ray starts: the render backend, the Ray address and the asset
+    folders (AssetFolderError naming key and path); then `echo` the asset split counts and small-split warnings."""
     check_local_backend(cfg)
     check_ray_address(cfg)  # before anything is written
+    for line in report_lines(check_assets(cfg.sim.assets)):
+        echo(line)
+
+
+def run_datagen(cfg: Config, show_progress: bool = True, echo: Callable[[str], None] = print) -> Summary:
+    """Produce the configured dataset (filling only what is missing) and return what is on disk.
+
+    Every check runs before Ray starts (`preflight`); a root already at its targets returns at once, with
+    `Summary.nothing_to_do`, without importing Ray."""
+    preflight(cfg, echo)
     cfg = with_absolute_paths(cfg)
     open_writer(cfg)  # creates the layout and info.json before the workers race to
     reader = DatasetReader(cfg.datagen.root)
-    before, _ = _counts(reader)
+    before, shards_before = _counts(reader)
+    if not any(remaining_samples(cfg, reader).values()):
+        return Summary(cfg.datagen.root, before, shards_before, _disk_mb(cfg.datagen.root), 0.0, 0, True)
+    import ray
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     started = init_ray(cfg, min_cpus=requested_cpus(cfg))
     t0 = time.time()
     try:

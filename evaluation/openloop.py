@@ -13,11 +13,12 @@ translation-tilt ambiguity probe (`ambiguity_probe`).
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from configs import load_config
+from configs import load_following_data
 from configs.schema import Config
 from policy.control import normalize_velocity, pbvs
 from policy.rotation import nearest_quarter_turn
@@ -157,8 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe", action="store_true", help="also print the translation-tilt ambiguity probe")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    suite_cfg = suite_config(args.config, load_suite(args.suite), args.overrides)
+    followed = load_following_data(args.config, args.overrides)
+    for note in followed.notes():
+        print(f"{parser.prog}: note: {note}", file=sys.stderr)
+    cfg = followed.cfg
+    suite_cfg = suite_config(args.config, load_suite(args.suite), args.overrides, followed.defaults())
     policy, _ = load_checkpoint(resolve_checkpoint(cfg, ["cnsv2"]))
     seeds = [cfg.eval.seed + i for i in range(args.pairs)]
     scores = open_loop_scores(policy, suite_cfg, seeds)

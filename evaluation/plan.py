@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from configs import load_config
+from configs import Followed, load_following_data
 from configs.loader import ConfigError
 from configs.schema import Config
 from evaluation.suites import Suite, load_suite, suite_config
@@ -33,6 +34,8 @@ class Plan:
     configs: dict[str, Config]
     jobs: list[Job]
     checkpoint: str | None
+    followed: Followed | None = None  # how the configs followed the run's dataset (None: no dataset recorded)
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per suite: asset sources and split counts
 
 
 def resolve_checkpoint(cfg: Config, controllers: Sequence[str]) -> str | None:
@@ -59,10 +62,14 @@ def resolve_checkpoint(cfg: Config, controllers: Sequence[str]) -> str | None:
 
 
 def make_plan(base: str | os.PathLike[str], overrides: Sequence[str] = ()) -> tuple[Config, Plan]:
-    """Load the run config and every suite's config, and list the episodes (sorted by suite, so actors reuse envs)."""
-    cfg = load_config(base, overrides)
+    """Load the run config and every suite's config, and list the episodes (sorted by suite, so actors reuse envs).
+
+    The configs follow the run's dataset (`configs.follow_data`): its sim settings replace the config file's, then
+    the suites and the command line apply."""
+    followed = load_following_data(base, overrides)
+    cfg = followed.cfg
     suites = [load_suite(name) for name in cfg.eval.suites]
-    configs = {s.name: suite_config(base, s, overrides) for s in suites}
+    configs = {s.name: suite_config(base, s, overrides, followed.defaults()) for s in suites}
     jobs = [
         Job(s.name, c, cfg.eval.seed + i)
         for s in suites
@@ -73,4 +80,13 @@ def make_plan(base: str | os.PathLike[str], overrides: Sequence[str] = ()) -> tu
     if not jobs:
         raise ConfigError([f"eval.controllers {cfg.eval.controllers} measure nothing in suites {cfg.eval.suites}"])
     measured = sorted({j.controller for j in jobs})
-    return cfg, Plan(suites, configs, jobs, resolve_checkpoint(cfg, measured))
+    plan = Plan(suites, configs, jobs, resolve_checkpoint(cfg, measured), followed if followed.root else None)
+    return cfg, plan
+
+
+def check_plan_assets(plan: Plan) -> None:
+    """Check every suite's asset folders before any episode runs (AssetFolderError naming key and path) and record
+    each suite's asset sources and split counts in `plan.assets`, for the report."""
+    from sim.asset_catalogue import check_assets
+
+    plan.assets = {name: check_assets(c.sim.assets).summary() for name, c in plan.configs.items()}

@@ -80,14 +80,37 @@ def _sr(row: dict[str, Any]) -> str:
     return f"{row['successes']}/{row['episodes']} ({100 * row['sr']:.0f} %, {interval})"
 
 
-def _setup(suite: Suite, c: Config) -> str:
+def _assets(c: Config, record: dict[str, Any] | None) -> str:
+    """`held-out assets (meshes: 1 from /data/meshes + procedural; ...)`: the split and, when checked, its sources
+    and how many folder assets it holds."""
+    name = {"train": "train", "heldout": "held-out"}[c.sim.assets.split]
+    if not record:
+        return f"{name} assets"
+    parts = []
+    for kind, r in record.items():
+        if isinstance(r, dict):
+            count = f"{r[c.sim.assets.split]} from " if r["folders"] else ""
+            sources = [*r["folders"], *(["procedural"] if r["procedural"] else [])]
+            parts.append(f"{kind}: {count}{' + '.join(sources) or 'none'}")
+    return f"{name} assets ({'; '.join(parts)})"
+
+
+def _setup(suite: Suite, c: Config, assets: dict[str, Any] | None = None) -> str:
     cam, env, poses = c.sim.camera, c.sim.env, c.sim.poses
     initial = "the desired distribution" if poses.initial == poses.desired else "the training distribution"
     return (
         f"- **{suite.name}**: {suite.description}. {cam.width}x{cam.height} px, f = {cam.focal_scale:g} W, "
-        f"d* = {env.scene_scale:g}, {1 / env.dt:.0f} Hz, at most {env.max_steps} steps, {c.sim.assets.split} assets, "
+        f"d* = {env.scene_scale:g}, {1 / env.dt:.0f} Hz, at most {env.max_steps} steps, {_assets(c, assets)}, "
         f"initial pose from {initial}, CNSv2 {'aware' if c.policy.servo.aware else 'unaware'} of K and d*."
     )
+
+
+def _data_lines(plan: Plan) -> list[str]:
+    """The header's account of where the suites' world came from: the dataset followed and the keys concerned."""
+    if plan.followed is None:
+        return ["Scene settings: the config file's (no dataset recorded at data.root).", ""]
+    notes = plan.followed.notes() or [f"the config file agrees with the dataset {plan.followed.root}"]
+    return [f"Scene settings follow the run's dataset {plan.followed.root}: " + "; ".join(notes) + ".", ""]
 
 
 def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
@@ -97,8 +120,9 @@ def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Commands executed at {CNS_GAIN:g}x. Success: final TE < 0.1 "
         f"|desired position| and RE < 10°. TE and RE over successes; SR with a 95 % Wilson interval. "
-        f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}. Suite setups at the end.",
+        f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}. Suite setups (with their assets) at the end.",
         "",
+        *_data_lines(plan),
         "| suite | controller | SR (95 % CI) | TE (mm) | RE (°) | steps | FPS | failures |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -133,7 +157,7 @@ def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
             )
         lines.append(f"| {suite} | {controller} | " + " | ".join(cells) + " |")
     lines += ["", "## Suites", ""]
-    lines += [_setup(s, plan.configs[s.name]) for s in plan.suites]
+    lines += [_setup(s, plan.configs[s.name], plan.assets.get(s.name)) for s in plan.suites]
     return "\n".join(lines) + "\n"
 
 

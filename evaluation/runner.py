@@ -22,7 +22,7 @@ from configs import add_config_arguments
 from configs.loader import ConfigError
 from configs.schema import Config
 from evaluation.metrics import Episode
-from evaluation.plan import Job, Plan, make_plan
+from evaluation.plan import Job, Plan, check_plan_assets, make_plan
 from policy.interface import Controller
 from policy.registry import ControllerSetup, make_controller
 
@@ -146,14 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     from runtime.ray_cluster import check_local_backend
+    from sim.asset_catalogue import AssetFolderError
     from sim.isaac_backend import IsaacUnavailable
 
-    try:
+    try:  # every check before Ray starts
         cfg, plan = make_plan(args.config, args.overrides)
         for suite_cfg in plan.configs.values():
             check_local_backend(suite_cfg)
-    except (ConfigError, FileNotFoundError, IsaacUnavailable) as err:
+        check_plan_assets(plan)
+    except (ConfigError, FileNotFoundError, IsaacUnavailable, AssetFolderError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    for note in plan.followed.notes() if plan.followed else []:
+        print(f"{parser.prog}: note: {note}", file=sys.stderr)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evaluation.report import write_report

@@ -93,9 +93,12 @@ def common_overrides() -> tuple[str, ...]:
     return load_suite(SUITE_DIR / f"{COMMON}.yaml").overrides
 
 
-def suite_config(base: str | os.PathLike[str], suite: Suite, user: Sequence[str] = ()) -> Config:
-    """The run config for one suite: `base`, then common.yaml, then the suite, then the user's overrides."""
+def suite_config(
+    base: str | os.PathLike[str], suite: Suite, user: Sequence[str] = (), defaults: Mapping[str, Any] | None = None
+) -> Config:
+    """The run config for one suite: `base`, then `defaults` (the dataset's settings: `configs.follow_data`), then
+    common.yaml, then the suite, then the user's overrides."""
     try:
-        return load_config(base, [*common_overrides(), *suite.overrides, *user])
+        return load_config(base, [*common_overrides(), *suite.overrides, *user], defaults=defaults)
     except ConfigError as err:
         raise ConfigError(err.problems, f"suite {suite.name}") from err

@@ -2,7 +2,9 @@
 
 Reads the shards under data.root (default: the run's datagen root, runs/<run.name>/data), writes checkpoints to
 train.checkpoints (runs/<run.name>/checkpoints), metrics, sample PNGs, loss_curve.png and the W&B run (offline unless
-WANDB_MODE=online) to runs/<run.name>/. Rerunning resumes from the newest checkpoint.
+WANDB_MODE=online) to runs/<run.name>/. Rerunning resumes from the newest checkpoint; a run already at train.steps
+says so and exits at once, without starting Ray. The sim settings (assets, camera, scene, ...) follow the config the
+dataset at data.root was made with, unless set on the command line; a note says which keys were taken or overridden.
 Examples:
   python -m training run.name=smoke train.steps=400
   python -m training --config default train.workers=8 train.use_gpu=true
@@ -15,7 +17,7 @@ import json
 import sys
 import time
 
-from configs import add_config_arguments, config_from_args
+from configs import add_config_arguments, config_following_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +26,24 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_arguments(parser)
-    cfg = config_from_args(parser, parser.parse_args(argv))
-    from training.trainer import run_training
+    followed = config_following_data(parser, parser.parse_args(argv))
+    cfg = followed.cfg
+    from training.trainer import already_trained, check_input_size, run_training
 
+    try:  # every check before Ray starts; a run already at its target stops here
+        check_input_size(cfg)
+        done = already_trained(cfg)
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if done is not None:
+        path, step = done
+        print(
+            f"training: already at step {step} of {cfg.train.steps} (checkpoint {path}); nothing to do — raise "
+            "train.steps to continue"
+        )
+        return 0
     t0 = time.time()
-    run_training(cfg)
+    run_training(cfg, followed)
     print(summary_line(cfg, time.time() - t0))
     return 0
 

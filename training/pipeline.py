@@ -20,15 +20,15 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
 
     from datagen.dagger import weights_by_push
     from datagen.producer import open_writer
-    from datagen.runner import requested_cpus, start_producers
+    from datagen.runner import preflight, requested_cpus, start_producers
     from policy.checkpoint import resume_point
-    from runtime.ray_cluster import check_local_backend, check_ray_address, init_ray
+    from runtime.ray_cluster import init_ray
     from runtime.tracking import wandb_mode
     from shards import DatasetReader
-    from training.trainer import run_training
+    from training.trainer import check_input_size, run_training
 
-    check_local_backend(cfg)
-    check_ray_address(cfg)  # before anything is written
+    preflight(cfg)  # backend, Ray address and asset folders, before anything is written
+    check_input_size(cfg)
     cfg = with_absolute_paths(cfg)
     resume_point(cfg.train.checkpoints, cfg.policy)  # a checkpoint that cannot be resumed stops us before any work
     open_writer(cfg)
@@ -73,13 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.pipeline", description=__doc__)
     add_config_arguments(parser)
     cfg = config_from_args(parser, parser.parse_args(argv))
+    from shards import ShardError
+    from sim.asset_catalogue import AssetFolderError
     from sim.isaac_backend import IsaacUnavailable
     from training.__main__ import summary_line
 
     t0 = time.time()
     try:
         counts = run_pipeline(cfg)
-    except IsaacUnavailable as err:
+    except (IsaacUnavailable, AssetFolderError, ConnectionError, ShardError) as err:  # the checks before Ray starts
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(
         f"pipeline: hemisphere {counts['hemisphere']} + dagger {counts['dagger']} samples "

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from configs import save_config, with_absolute_paths
+from configs import Followed, save_config, with_absolute_paths
 from configs.schema import Config, TrainConfig
 from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint
 from policy.losses import policy_loss
@@ -58,6 +58,7 @@ class TrainState:
         fp16 = device.type == "cuda" and cfg.policy.precision == "fp16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.step = 0
+        self.data: dict[str, Any] = {}
 
     def resume(self) -> Path | None:
         """Load the newest whole checkpoint of the run, if any (weights, optimiser, schedule, step): see
@@ -92,6 +93,7 @@ class TrainState:
             trainer_state=state,
             step=self.step,
             run_seed=self.cfg.run.seed,  # the weights' initialisation and data order derive from it
+            data=self.data,  # the dataset, its asset sources and split counts, and keys taken from or set against it
         )
         _prune(Path(t.checkpoints), t.keep_checkpoints)
         return path
@@ -282,6 +284,7 @@ def train_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.run.seed * 1009 + rank)
     state = TrainState(cfg, device)
+    state.data = config.get("data", {})
     resumed = state.resume()
     model = ray.train.torch.prepare_model(state.policy) if world > 1 else state.policy
     wait_for_shards(cfg.data.root, t.wait_for_data)
@@ -304,11 +307,38 @@ def train_loop(config: dict[str, Any]) -> None:
         rank0.finish()
 
 
-def run_training(cfg: Config) -> Any:
-    """Train with Ray Train on the configured dataset root; returns the Ray Train result."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+def data_record(cfg: Config, followed: Followed | None = None) -> dict[str, Any]:
+    """What a checkpoint records about its data: the dataset root, the asset sources with their split counts (from the
+    asset folders when this machine can list them, else the error saying why not) and, with `followed`, the keys taken
+    from the dataset's config or set against it on the command line."""
+    from sim.asset_catalogue import AssetCatalogue, AssetFolderError
 
+    try:
+        assets: dict[str, Any] = AssetCatalogue(cfg.sim.assets).summary()
+    except AssetFolderError as err:  # the trainer reads shards, not assets: a trainer node need not hold the folders
+        assets = {"split": cfg.sim.assets.split, "unavailable": str(err)}
+    record = followed.record() if followed is not None else {"dataset": None}
+    return {**record, "root": str(Path(cfg.data.root).resolve()), "assets": assets}
+
+
+def already_trained(cfg: Config) -> tuple[Path, int] | None:
+    """(checkpoint, step) when the checkpoint a rerun would resume from is already at `train.steps` or beyond, else
+    None. Reads checkpoint files only (ValueError as `resume_point`); imports and starts no Ray."""
+    from policy.checkpoint import read_meta
+
+    path = resume_point(cfg.train.checkpoints, cfg.policy)
+    if path is None:
+        return None
+    meta = read_meta(path)
+    step = int((meta.get("extra") or {}).get("step", meta["policy_version"]))
+    return (path, step) if step >= cfg.train.steps else None
+
+
+def run_training(cfg: Config, followed: Followed | None = None) -> Any:
+    """Train with Ray Train on the configured dataset root; returns the Ray Train result.
+
+    `followed` (how the config followed its dataset, `configs.follow_data`) is written as comments at the top of
+    train_config.yaml and into every checkpoint's metadata, with the asset sources and split counts."""
     from runtime.ray_cluster import check_ray_address, init_ray
     from runtime.tracking import wandb_mode
 
@@ -316,16 +346,20 @@ def run_training(cfg: Config) -> Any:
     check_input_size(cfg)
     resume_point(cfg.train.checkpoints, cfg.policy)  # here, in one line, not from inside a Ray worker
     check_ray_address(cfg)  # before anything is written
+    data = data_record(cfg, followed)
     t = cfg.train
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out, "train_config.yaml")
+    save_config(cfg, out, "train_config.yaml", notes=followed.notes() if followed is not None else ())
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     env = {"WANDB_MODE": wandb_mode(cfg.train.wandb), "WANDB_SILENT": "true"}
     started = init_ray(cfg, env, min_cpus=t.workers * t.cpus_per_worker)
     try:
         trainer = TorchTrainer(
             train_loop,
-            train_loop_config={"cfg": cfg.model_dump(mode="json")},
+            train_loop_config={"cfg": cfg.model_dump(mode="json"), "data": data},
             scaling_config=ScalingConfig(
                 num_workers=t.workers,
                 use_gpu=t.use_gpu,
