@@ -90,3 +90,39 @@ def test_procedural_names_and_seeds() -> None:
             assert split_of(procedural_name("noise", seed), 0.1, salt="texture") == split
     with pytest.raises(ValueError, match="empty"):
         procedural_seed(rng, "noise", "heldout", 0.0)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("n", "fraction", "held"),
+    [(0, 0.2, 0), (1, 0.2, 0), (2, 0.2, 0), (3, 0.2, 1), (5, 0.2, 1), (9, 0.2, 1), (10, 0.2, 2), (3, 0.0, 0),
+     (4, 0.5, 2), (100, 0.2, 20)],
+)  # fmt: skip
+def test_a_folder_holds_out_the_fraction_rounded_down_but_one_from_three_assets(
+    n: int, fraction: float, held: int
+) -> None:
+    from assets.splits import folder_split, heldout_count
+
+    assert heldout_count(n, fraction) == held
+    names = [f"m{i}.obj" for i in range(n)]
+    heldout, train = folder_split(names, "heldout", fraction), folder_split(names, "train", fraction)
+    assert len(heldout) == held and sorted(heldout + train) == sorted(names)
+    assert len(train) >= len(heldout)  # the train split keeps most of the folder
+
+
+@pytest.mark.unit
+def test_a_folder_split_holds_out_the_names_a_coin_flip_would_hold_out_first_and_moves_little_when_one_is_added() -> (
+    None
+):
+    from assets.splits import folder_split
+
+    names = NAMES[:40]
+    held = set(folder_split(names, "heldout", 0.2, "mesh"))
+    assert len(held) == 8
+    for fraction in np.linspace(0.05, 0.95, 19):  # nested with every coin-flip split: the smallest hashes go first
+        flip = set(filter_split(names, "heldout", float(fraction), "mesh"))
+        assert held <= flip or flip <= held
+    grown = set(folder_split([*names, "new/0"], "heldout", 0.2, "mesh"))
+    assert len(held ^ (grown - {"new/0"})) <= 1
+    with pytest.raises(ValueError, match="< 1"):
+        folder_split(names, "train", 1.0)
