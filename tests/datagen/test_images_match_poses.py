@@ -103,3 +103,26 @@ def test_dagger_images_and_labels_are_those_of_their_stored_poses_with_d_star_tw
                 np.testing.assert_array_equal(a["des_rgb"][a["des_index"][i]], des, err_msg=f"des_rgb of sample {i}")
     finally:
         env.close()
+
+
+def test_dagger_expert_steps_move_the_camera_by_the_gain_times_the_real_pbvs_velocity(small_cfg) -> None:
+    # d* = 2 and gain 1.5 (not CNS's 2), limits out of reach: a step that skipped the denormalisation or used
+    # another gain would land elsewhere.
+    from sim.geometry import exp_se3
+
+    cfg = small_cfg("sim.env.scene_scale=2.0", "datagen.dagger.samples=8", "datagen.dagger.shard_samples=8",
+                    "datagen.dagger.episode_steps=4", "datagen.dagger.gain=1.5", "policy.servo.max_linear=100",
+                    "policy.servo.max_angular=100", NO_EFFECTS, size=32)  # fmt: skip
+    p = DaggerProducer(cfg)
+    p.run()
+    p.close()
+    (a,) = _read_all(cfg.datagen.root)
+    pairs = 0
+    for i in range(len(a["step"]) - 1):
+        if a["episode"][i + 1] != a["episode"][i] or a["step"][i + 1] != a["step"][i] + 1:
+            continue
+        wTc, wTd = a["wTc"][i], a["wTd"][i]
+        real = _pbvs_label(wTc, wTd) * np.r_[np.full(3, np.linalg.norm(wTd[:3, 3])), np.ones(3)]
+        np.testing.assert_allclose(a["wTc"][i + 1], wTc @ exp_se3(1.5 * real, cfg.sim.env.dt), atol=1e-9)
+        pairs += 1
+    assert pairs >= 4
