@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from evaluation.metrics import Episode, by_initial_rotation, is_success, success_interval, summarise
@@ -72,3 +73,53 @@ def test_thirds_by_initial_rotation() -> None:
     assert [e.initial_re_deg for e in groups["S"]] == [10.0, 40.0]
     assert [e.initial_re_deg for e in groups["M"]] == [60.0, 90.0]
     assert [e.initial_re_deg for e in groups["L"]] == [120.0, 170.0]
+
+
+# The protocol's tolerances (shared/notes/benchmark-protocol.md), written out here rather than read from the code.
+TOL_FRACTION, TOL_DEG = 0.1, 10.0
+
+
+@pytest.mark.parametrize("d", [0.5, 1.0, 2.0, 4.0])  # powers of two: 0.1 * d is the same float as the literal bound
+def test_success_is_strict_at_both_boundaries_and_scales_with_the_desired_distance(d: float) -> None:
+    bound = TOL_FRACTION * d
+    below_t, below_r = math.nextafter(bound, 0.0), math.nextafter(TOL_DEG, 0.0)
+    assert is_success(below_t, below_r, desired_distance=d)
+    assert not is_success(bound, 0.0, desired_distance=d)  # "below", so the boundary itself fails
+    assert not is_success(0.0, TOL_DEG, desired_distance=d)
+    assert not is_success(bound, TOL_DEG, desired_distance=d)
+    # Either error alone over its bound fails, whatever the other: the rule is an "and" of the two.
+    assert not is_success(0.0, 180.0, desired_distance=d) and not is_success(10.0 * d, 0.0, desired_distance=d)
+
+
+def test_success_tolerance_is_relative_to_the_desired_distance_not_absolute() -> None:
+    # d* = 2: 15 cm is inside 0.1 d* = 20 cm though over the unit world's 10 cm; d* = 0.5: 6 cm is over 5 cm.
+    assert is_success(0.15, 1.0, desired_distance=2.0)
+    assert not is_success(0.06, 1.0, desired_distance=0.5)
+    # A translation error in metres is never compared with the degree bound, nor the other way round.
+    assert is_success(0.19, 9.0, desired_distance=2.0) and not is_success(9.0, 0.19, desired_distance=2.0)
+
+
+def _thirds_sizes(n: int) -> tuple[int, int, int]:
+    # The published split: the README's and the model card's S/M/L rows of 20 episodes are 6/6/8, so a third is
+    # floor(n / 3) for S and M and the remainder goes to L.
+    return n // 3, n // 3, n - 2 * (n // 3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 10, 11, 20])
+def test_thirds_of_counts_that_three_does_not_divide(n: int) -> None:
+    angles = [float(a) for a in np.random.default_rng(n).permutation(np.arange(n) * 7.0 + 1.0)]
+    eps = [Episode(True, 0.0, 0.0, 1, r) for r in angles]
+    groups = by_initial_rotation(eps)
+    s, m, l_ = _thirds_sizes(n)
+    assert [len(groups[k]) for k in "SML"] == [s, m, l_]
+    ranked = sorted(angles)
+    assert [e.initial_re_deg for e in groups["S"] + groups["M"] + groups["L"]] == ranked
+    assert sorted(map(id, groups["S"] + groups["M"] + groups["L"])) == sorted(map(id, eps))  # each episode once
+
+
+def test_thirds_of_seven_are_two_two_and_three() -> None:
+    eps = [Episode(True, 0.0, 0.0, 1, r) for r in (70.0, 10.0, 50.0, 30.0, 60.0, 20.0, 40.0)]
+    groups = by_initial_rotation(eps)
+    assert [e.initial_re_deg for e in groups["S"]] == [10.0, 20.0]
+    assert [e.initial_re_deg for e in groups["M"]] == [30.0, 40.0]
+    assert [e.initial_re_deg for e in groups["L"]] == [50.0, 60.0, 70.0]

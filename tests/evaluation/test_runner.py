@@ -232,3 +232,31 @@ def test_wandb_gets_the_table_and_the_images(tmp_path: Path, monkeypatch: pytest
     assert (row["suite"], row["controller"], row["sr"]) == ("canonical", "oracle", 1.0)
     images = {p.name.split("_0_")[0] for p in (media / "images" / "eval").glob("*.png")}
     assert images == {"errors_canonical", "paths_canonical"}
+
+
+@pytest.mark.unit
+def test_the_worker_runs_its_job_with_the_suites_speed_limits_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    import evaluation.episodes
+    from evaluation.plan import Job
+
+    # Two suites with different, asymmetric limits: a swapped pair or another suite's config would show.
+    cfgs = {
+        "a": small_config(QUIET, "policy.servo.max_linear=0.3", "policy.servo.max_angular=0.7"),
+        "b": small_config(QUIET, "policy.servo.max_linear=0.2", "policy.servo.max_angular=0.9"),
+    }
+    worker = EvalWorker(cfgs, None)
+    monkeypatch.setattr(worker, "_env_for", lambda suite: f"env {suite}")
+    monkeypatch.setattr(worker, "_controller", lambda suite, name, env: f"{name} in {env}")
+    calls = []
+
+    def spy(env, controller, seed, **kw):  # type: ignore[no-untyped-def]
+        calls.append((env, controller, seed, kw.get("limits")))
+        return "episode"
+
+    monkeypatch.setattr(evaluation.episodes, "run_episode", spy)
+    assert worker.run(Job("b", "oracle", 17)) == (Job("b", "oracle", 17), "episode")
+    assert worker.run(Job("a", "sift_pbvs", 3))[1] == "episode"
+    assert calls == [
+        ("env b", "oracle in env b", 17, (0.2, 0.9)),
+        ("env a", "sift_pbvs in env a", 3, (0.3, 0.7)),
+    ]

@@ -420,3 +420,43 @@ def test_rot90_turns_image_label_and_matches_to_the_nearest_quarter_turn(tmp_pat
         assert np.array_equal(got, turn_image(curs[i], k))
         assert np.allclose(batch["vel"][j].numpy(), rotate_label(poses[i], k, 1.0), atol=1e-6)
         assert np.array_equal(batch["coarse_valid"][j].numpy(), np.rot90(np.array([[1, 0], [0, 0]]), k).astype(bool))
+
+
+@pytest.mark.unit
+def test_rot90_relabels_from_the_relative_pose_and_the_stored_d_star_when_the_goal_is_not_the_origin(
+    tmp_path: Path,
+) -> None:
+    from scipy.spatial.transform import Rotation
+
+    from policy.rotation import rot90_pose
+    from sim.geometry import make_pose, rot_x, rot_z
+
+    rng = np.random.default_rng(1)
+    scene = next(s for s in range(100) if split_of_scene(s, 0.5) == "val")
+    d_star = 2.0
+    wTd = make_pose(rot_x(2.6), [0.0, 0.8, 0.0])
+    wTd[:3, 3] *= d_star / np.linalg.norm(wTd[:3, 3])  # the desired camera at d* = 2 from the scene centre
+    buf = ShardBuffer(H, W)
+    d = buf.add_desired(rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    yaws = [1.7, -1.5, 3.0, 0.2]  # radians about the optical axis: nearest quarter turns 3, 1, 2, 0
+    poses = []
+    for i, yaw in enumerate(yaws):
+        wTc = wTd @ make_pose(rot_z(yaw), [0.05 * (i + 1), -0.03, 0.1])
+        buf.add_sample(
+            cur_rgb=rng.integers(0, 256, (H, W, 3), dtype=np.uint8), des_index=d, vel=np.zeros(6), wTc=wTc, wTd=wTd,
+            K=K, scene_scale=d_star, episode=i, step=0, scene_seed=scene,
+        )  # fmt: skip
+        poses.append(wTc)
+    _writer(tmp_path).publish(ShardKey("hemisphere", 0, 0), buf)
+    batch = take(ShardStream(data_cfg(tmp_path, val_fraction=0.5), "val", seed=0, rot90=True), 4)
+    for j, (k, wTc) in enumerate(zip([3, 1, 2, 0], poses, strict=True)):
+        assert int(batch["turn"][j]) == k
+        assert float(batch["rot_deg"][j]) == pytest.approx(np.degrees(abs(yaws[j])), abs=1e-3)
+        if k == 0:
+            assert not batch["vel"][j].any()  # an unturned sample keeps its stored label
+            continue
+        # The turned current camera is c Rz(k pi/2); its label is the PBVS of (that camera, wTd) over d*, by hand.
+        dTc = np.linalg.inv(wTd) @ wTc @ rot90_pose(k)
+        R, t = dTc[:3, :3], dTc[:3, 3]
+        expected = np.concatenate([-R.T @ t / d_star, -Rotation.from_matrix(R).as_rotvec()])
+        np.testing.assert_allclose(batch["vel"][j].numpy(), expected, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -266,3 +267,70 @@ def test_pipeline_closes_the_loop(tmp_path: Path, ray_session, small_cfg) -> Non
     }
     assert -1 in versions and max(versions) >= 2  # round 0 by the expert, later rounds by pushed checkpoints
     assert (tmp_path / "pipe" / "loss_curve.png").is_file()
+
+
+class _Spy(torch.nn.Module):
+    """Wraps a policy and records each call's arguments by the names of the policy's `forward`, so the test does not
+    depend on how the caller passes them."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        bound = inspect.signature(self.inner.forward).bind(*args, **kwargs)
+        self.calls.append({k: v.detach().clone() for k, v in bound.arguments.items()})
+        return self.inner(*args, **kwargs)
+
+
+def _asymmetric_batch(cur_level: float, des_level: float, seed: int, n: int = 2, size: int = 64) -> dict:
+    """A batch whose current and desired images are flat grey at two different levels, so either is recognisable."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "cur": torch.full((n, 3, size, size), cur_level),
+        "des": torch.full((n, 3, size, size), des_level),
+        "vel": torch.randn(n, 6, generator=g) * 0.1,
+        "coarse_match": torch.rand(n, 4, 4, 2, generator=g) * 4,
+        "coarse_valid": torch.rand(n, 4, 4, generator=g) > 0.5,
+        "rot_deg": torch.zeros(n),
+    }
+
+
+@pytest.mark.unit
+def test_the_step_feeds_the_current_image_as_current_and_each_micro_batch_once(
+    small_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import trainer
+
+    cfg = small_cfg(*TRAIN, "train.accumulate=2")
+    state = TrainState(cfg, torch.device("cpu"))
+    spy = _Spy(state.policy)
+    losses: list[tuple] = []
+    real_loss = trainer.policy_loss
+
+    def loss_spy(out, target, weights, match=None, valid=None):  # type: ignore[no-untyped-def]
+        losses.append((out, target, match, valid))
+        return real_loss(out, target, weights, match, valid)
+
+    monkeypatch.setattr(trainer, "policy_loss", loss_spy)
+    batches = [_asymmetric_batch(0.2, 0.7, seed=0), _asymmetric_batch(0.3, 0.8, seed=1)]
+    result = trainer._optimiser_step(state, spy, iter(batches), world=1)
+    assert len(spy.calls) == 2
+    for call, batch, (_, target, match, valid) in zip(spy.calls, batches, losses, strict=True):
+        assert torch.equal(call["cur"], batch["cur"]) and torch.equal(call["des"], batch["des"])
+        assert torch.equal(target, batch["vel"])
+        assert torch.equal(match, batch["coarse_match"]) and torch.equal(valid, batch["coarse_valid"])
+    assert torch.equal(result.batch["cur"], batches[1]["cur"])
+
+
+@pytest.mark.unit
+def test_validation_feeds_the_current_image_as_current(small_cfg) -> None:
+    from training.validation import validate
+
+    cfg = small_cfg(*TRAIN)
+    spy = _Spy(TrainState(cfg, torch.device("cpu")).policy)
+    batch = _asymmetric_batch(0.2, 0.7, seed=0)
+    metrics = validate(spy, cfg, [batch], torch.device("cpu"))
+    assert len(spy.calls) == 1 and "val/loss" in metrics
+    assert torch.equal(spy.calls[0]["cur"], batch["cur"]) and torch.equal(spy.calls[0]["des"], batch["des"])
