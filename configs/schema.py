@@ -49,6 +49,13 @@ CountRange = Annotated[tuple[int, int], AfterValidator(_ordered), AfterValidator
 Angle = Annotated[float, Field(ge=0.0, le=180.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
+# Every `threads` key defaults to 0 only so that configs recorded before the key existed still load.
+THREADS_HELP = "torch threads per process; 0 or null: automatic (runtime/threads.py)"
+
+
+def _threads(auto: str) -> int | None:
+    return Field(default=0, ge=0, le=1024, description=f"{THREADS_HELP}: {auto}")  # type: ignore[no-any-return]
+
 
 class RunConfig(Section):
     """Names a run; every output goes under `<root>/<name>/`."""
@@ -270,6 +277,7 @@ class ServoConfig(Section):
         description="policy.rot90: keep the quarter turn in use until another's mean confidence is this much higher "
         "(relative), so the turn does not flip back and forth where two turns leave about 45 deg each",
     )
+    threads: int | None = _threads("1 (beside other busy processes more threads only wait for each other)")
 
 
 class PolicyConfig(Section):
@@ -302,6 +310,7 @@ class ProducerResources(Section):
 
     actors: int = Field(ge=0, le=4096)
     num_cpus: float = Field(ge=0.0)
+    threads: int | None = _threads("num_cpus, at least 1")
     num_gpus: float = Field(ge=0.0)
     resources: dict[str, float] = Field(description="custom Ray resources per actor, e.g. {rtx: 1} on a cluster")
     samples: int = Field(ge=0, description="target number of samples for this producer")
@@ -367,6 +376,7 @@ class DataConfig(Section):
     shuffle_buffer: int = Field(ge=1, description="samples shuffled together in memory")
     refresh_seconds: float = Field(ge=0.0, description="re-list published shards this often (DAgger data keeps coming)")
     workers: int = Field(ge=0, description="data-loader worker processes per trainer")
+    threads: int | None = _threads("1 per loader worker (each works on one sample at a time)")
     color_jitter: float = Field(ge=0.0, le=1.0, description="brightness/contrast/saturation jitter; 0 turns it off")
     noise_std: float = Field(ge=0.0, description="additive Gaussian noise on [0, 1] images; 0 turns it off")
     rot90_max_deg: float = Field(
@@ -397,6 +407,7 @@ class TrainConfig(Section):
     workers: int = Field(ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
     use_gpu: bool
     cpus_per_worker: float = Field(gt=0.0)
+    threads: int | None = _threads("cpus_per_worker less one per data.workers loader, at least 1")
     resources_per_worker: dict[str, float] = Field(description="custom Ray resources per worker, e.g. {trainer: 1}")
     checkpoints: str = Field(min_length=1)
     checkpoint_every: int = Field(ge=1)

@@ -17,11 +17,15 @@ from sim.geometry import exp_se3, exp_so3, log_so3, rotation_angle, skew
 from sim.validate import as_array, as_pose, as_positive
 
 __all__ = [
+    "CNS_GAIN",
+    "STOP_STEPS",
+    "STOP_VELOCITY",
     "PoseEstimate",
     "SingularLawWarning",
     "clamp_velocity",
     "decompose_essential",
     "denormalize_velocity",
+    "executed_velocity",
     "exp_se3",
     "hybrid",
     "ibvs",
@@ -36,6 +40,12 @@ __all__ = [
 ]
 
 IbvsMode = Literal["current", "desired", "mean"]
+# CNS executes twice the commanded velocity; the benchmark, DAgger rollouts and Servo's `command` all use this gain.
+CNS_GAIN = 2.0
+# CNSv2's own stop (no ground truth): the network's normalised velocity |(v / d*, w)| stays below STOP_VELOCITY for
+# STOP_STEPS consecutive steps (eval.stop_velocity and eval.stop_steps in the configs; policy.servo.Servo applies it).
+STOP_VELOCITY = 0.005
+STOP_STEPS = 10
 # A hybrid law whose rotation block is this ill-conditioned would command huge, meaningless rotations.
 HYBRID_MAX_COND = 1e8
 

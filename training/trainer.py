@@ -23,6 +23,7 @@ from configs import Followed, save_config, with_absolute_paths
 from configs.schema import Config, TrainConfig
 from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint
 from policy.losses import policy_loss
+from runtime.threads import resolve_threads, set_torch_threads
 from training.schedule import lr_factor
 
 TRAIN_DIR = "ray_train"
@@ -279,6 +280,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
     cfg = Config.model_validate(config["cfg"])
     t = cfg.train
+    # The worker's Ray reservation, less one CPU per loader process that runs beside it.
+    set_torch_threads(resolve_threads(t.threads, cpus=t.cpus_per_worker, reserved=cfg.data.workers))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
