@@ -278,6 +278,13 @@ class ServoConfig(Section):
         "(relative), so the turn does not flip back and forth where two turns leave about 45 deg each",
     )
     threads: int | None = _threads("1 (beside other busy processes more threads only wait for each other)")
+    # The stop rule is calibrated per trained policy (its |v| at the goal), so it travels with the checkpoint.
+    stop_velocity: float = Field(
+        default=0.005,  # a default only so that checkpoints written before this key still load
+        ge=0.0,
+        description="Servo says `arrived` once |normalised velocity| stays below this ...",
+    )
+    stop_steps: int = Field(default=10, ge=1, description="... for this many consecutive steps (no ground truth)")
 
 
 class PolicyConfig(Section):
@@ -450,8 +457,12 @@ class EvalConfig(Section):
     device: Literal["cpu", "cuda"]
     workers: int | None = Field(ge=0, description="Ray actors running episodes; 0: in this process; null: CPUs")
     trajectories: int = Field(ge=0, description="episodes per suite drawn as 3-D camera paths")
-    stop_velocity: float = Field(ge=0.0, description="CNSv2 stops once |normalised velocity| stays below this ...")
-    stop_steps: int = Field(ge=1, description="... for this many steps (no ground truth)")
+    stop_velocity: float | None = Field(
+        default=None, ge=0.0, description="overrides the policy's own stop (policy.servo.stop_velocity); null: keep it"
+    )
+    stop_steps: int | None = Field(
+        default=None, ge=1, description="overrides policy.servo.stop_steps; null: keep the policy's"
+    )
     wandb: WandbConfig = Field(description="the benchmark's own W&B run (<run.name>-eval)")
 
 

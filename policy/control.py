@@ -18,8 +18,6 @@ from sim.validate import as_array, as_pose, as_positive
 
 __all__ = [
     "CNS_GAIN",
-    "STOP_STEPS",
-    "STOP_VELOCITY",
     "PoseEstimate",
     "SingularLawWarning",
     "clamp_velocity",
@@ -42,10 +40,6 @@ __all__ = [
 IbvsMode = Literal["current", "desired", "mean"]
 # CNS executes twice the commanded velocity; the benchmark, DAgger rollouts and Servo's `command` all use this gain.
 CNS_GAIN = 2.0
-# CNSv2's own stop (no ground truth): the network's normalised velocity |(v / d*, w)| stays below STOP_VELOCITY for
-# STOP_STEPS consecutive steps (eval.stop_velocity and eval.stop_steps in the configs; policy.servo.Servo applies it).
-STOP_VELOCITY = 0.005
-STOP_STEPS = 10
 # A hybrid law whose rotation block is this ill-conditioned would command huge, meaningless rotations.
 HYBRID_MAX_COND = 1e8
 

@@ -26,8 +26,6 @@ from configs.schema import ServoConfig
 from policy.canonical_camera import CanonicalRemap
 from policy.control import (
     CNS_GAIN,
-    STOP_STEPS,
-    STOP_VELOCITY,
     SingularLawWarning,
     clamp_velocity,
     denormalize_velocity,
@@ -109,9 +107,11 @@ class Servo:
         max_linear, max_angular: `velocity` is scaled down (as a whole twist) to |v| <= max_linear m/s and
             |w| <= max_angular rad/s; default `cfg.max_linear`, `cfg.max_angular`. `command` is then at most
             gain x these.
-        stop_velocity, stop_steps: the stop rule of the benchmark (eval.stop_velocity, eval.stop_steps):
-            `arrived` once |velocity_unit| < stop_velocity on stop_steps consecutive steps. It is on the unit-world
-            prediction, so it does not depend on d*, K or the gain.
+        stop_velocity, stop_steps: the stop rule, the same as the benchmark's: `arrived` once |velocity_unit| <
+            stop_velocity on stop_steps consecutive steps. None: `cfg.stop_velocity`, `cfg.stop_steps`, which a
+            trained policy carries in its checkpoint (calibrated with `python -m evaluation.openloop --stop`; 0.03
+            and 10 for the shipped cnsv2-cpu). It is on the unit-world prediction, so it does not depend on d*, K or
+            the gain.
         threads: torch intra-op threads for this process (a process-wide setting, applied here); None: `cfg.threads`;
             0: automatic, `runtime.threads.SERVO_AUTO_THREADS` (1: beside other busy processes more threads only wait
             for each other).
@@ -131,8 +131,8 @@ class Servo:
         gain: float = CNS_GAIN,
         max_linear: float | None = None,
         max_angular: float | None = None,
-        stop_velocity: float = STOP_VELOCITY,
-        stop_steps: int = STOP_STEPS,
+        stop_velocity: float | None = None,
+        stop_steps: int | None = None,
         threads: int | None = None,
     ) -> None:
         self.policy = policy.eval()
@@ -140,6 +140,8 @@ class Servo:
         self.gain = as_positive(gain, "gain")
         self.max_linear = as_positive(self.cfg.max_linear if max_linear is None else max_linear, "max_linear")
         self.max_angular = as_positive(self.cfg.max_angular if max_angular is None else max_angular, "max_angular")
+        stop_velocity = self.cfg.stop_velocity if stop_velocity is None else stop_velocity
+        stop_steps = self.cfg.stop_steps if stop_steps is None else stop_steps
         _check_stop_rule(stop_velocity, stop_steps)
         self.stop_velocity, self.stop_steps = float(stop_velocity), int(stop_steps)
         requested = self.cfg.threads if threads is None else threads
@@ -263,10 +265,13 @@ class ServoController:
         cfg: ServoConfig | None = None,
         *,
         name: str = "cnsv2",
-        stop_velocity: float = STOP_VELOCITY,
-        stop_steps: int = STOP_STEPS,
+        stop_velocity: float | None = None,
+        stop_steps: int | None = None,
         gain: float = CNS_GAIN,
     ) -> None:
+        servo_cfg = cfg if cfg is not None else policy.cfg.servo
+        stop_velocity = servo_cfg.stop_velocity if stop_velocity is None else stop_velocity
+        stop_steps = servo_cfg.stop_steps if stop_steps is None else stop_steps
         _check_stop_rule(stop_velocity, stop_steps)
         self.policy, self.cfg, self.name = policy, cfg, name
         self.stop_velocity, self.stop_steps = float(stop_velocity), int(stop_steps)

@@ -193,6 +193,18 @@ def test_command_is_gain_times_the_clamped_velocity(episode, monkeypatch) -> Non
         Servo(policy, des, K, scene_scale=1.0, stop_steps=0)
 
 
+def test_the_stop_rule_travels_with_the_policy_and_an_argument_overrides_it(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.hybrid=false", "policy.servo.stop_velocity=0.05", "policy.servo.stop_steps=2")
+    _fixed_unit_velocity(monkeypatch, policy, np.array([0.03, 0.0, 0.0, 0.0, 0.0, 0.0]))  # below 0.05, above 0.005
+    own = Servo(policy, des, K, scene_scale=1.0)  # the policy's calibrated rule, as a robot gets it
+    assert (own.stop_velocity, own.stop_steps) == (0.05, 2)
+    assert [own.step(cur).arrived for _ in range(2)] == [False, True]
+    strict = Servo(policy, des, K, scene_scale=1.0, stop_velocity=0.005)  # evaluation's eval.stop_velocity override
+    assert (strict.stop_velocity, strict.stop_steps) == (0.005, 2)
+    assert not any(strict.step(cur).arrived for _ in range(3))
+
+
 def test_a_non_finite_step_resets_the_stop_count(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     des, cur, K = episode
     policy = _policy("policy.servo.hybrid=false")
