@@ -165,37 +165,71 @@ def plot_errors(suite: str, groups: dict[str, list[Episode]], path: Path) -> Pat
 
 def plot_trajectories(suite: str, groups: dict[str, list[Episode]], count: int, path: Path) -> Path:
     """Camera centres of the first `count` episodes in 3-D, one panel per controller (world frame, d* units)."""
+    return _save(trajectory_figure(suite, groups, count), path, tight=False)  # its layout leaves room for the legend
+
+
+def _cube(points: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Centre and half-side of the smallest axis-aligned cube around every point (with a small margin)."""
+    pts = np.concatenate([np.atleast_2d(p) for p in points])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    return (lo + hi) / 2, max(float((hi - lo).max()) / 2 * 1.05, 1e-3)
+
+
+def trajectory_figure(suite: str, groups: dict[str, list[Episode]], count: int) -> Any:
+    """The figure of `plot_trajectories`: every panel on the same cube of world space, so that panels compare at a
+    glance; colour marks the episode (the same seed, hence the same start and goal, in every panel) and the line
+    style its outcome, as the legend says."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = plt.figure(figsize=(5 * cols, 4.5 * rows))
+    fig = plt.figure(figsize=(5 * cols, 4.5 * rows + 0.6))
     colours = plt.get_cmap("tab10")
-    for k, (controller, eps) in enumerate(groups.items()):
+    shown = {c: [e for e in eps if e.trace is not None][:count] for c, eps in groups.items()}
+    points = [np.zeros(3)] + [p for eps in shown.values() for e in eps for p in (e.trace.positions, e.trace.desired)]  # type: ignore[union-attr]
+    centre, half = _cube(points)
+    seeds: dict[int, int] = {}  # seed -> colour index, in order of first appearance
+    for k, (controller, eps) in enumerate(shown.items()):
         ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
-        for i, ep in enumerate([e for e in eps if e.trace is not None][:count]):
-            p, d = ep.trace.positions, ep.trace.desired
-            ax.plot(*p.T, color=colours(i), lw=1.2, ls="-" if ep.success else ":")
-            ax.scatter(*p[0], color=colours(i), marker="o", s=18)
-            ax.scatter(*d, color=colours(i), marker="*", s=80)
+        for ep in eps:
+            colour = colours(seeds.setdefault(ep.seed, len(seeds)) % 10)
+            p, d = ep.trace.positions, ep.trace.desired  # type: ignore[union-attr]
+            ax.plot(*p.T, color=colour, lw=1.2, ls="-" if ep.success else ":")
+            ax.scatter(*p[0], color=colour, marker="o", s=18)
+            ax.scatter(*d, color=colour, marker="*", s=80)
         ax.scatter(0, 0, 0, color="k", marker="x", s=40)
         ax.set_title(controller, fontsize=10)
+        ax.set_xlim(centre[0] - half, centre[0] + half)
+        ax.set_ylim(centre[1] - half, centre[1] + half)
+        ax.set_zlim(centre[2] - half, centre[2] + half)
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.set_zlabel("z")
         ax.set_box_aspect((1, 1, 1))
-    fig.suptitle(f"{suite}: camera paths (o start, * goal, x scene centre; dotted: failed)")
-    return _save(fig, path)
+    handles = [Line2D([], [], color=colours(i % 10), lw=2, label=f"seed {s}") for s, i in seeds.items()]
+    handles += [
+        Line2D([], [], color="k", ls="-", label="success"),
+        Line2D([], [], color="k", ls=":", label="failed"),
+        Line2D([], [], color="k", ls="", marker="o", label="start"),
+        Line2D([], [], color="k", ls="", marker="*", markersize=10, label="goal"),
+        Line2D([], [], color="k", ls="", marker="x", label="scene centre"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+    fig.suptitle(f"{suite}: camera paths, one panel per controller, all on the same axes (d* units)")
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, *, tight: bool = True) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from configs.schema import Config
+from file_io import atomic_path
 from runtime.tracking import wandb_mode
 
 
@@ -74,25 +75,16 @@ class Dashboard:
         rows = [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
         if not rows:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in ("train/loss", "train/norm", "train/direction", "train/aux_match", "val/loss"):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), label=key, marker="o" if key.startswith("val") else None)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        fig = loss_figure(rows)
         out = self.run_dir / "loss_curve.png"
         fig.tight_layout()
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
+        try:
+            with atomic_path(out) as tmp:  # read while training runs (W&B, a user's viewer): never half-written
+                fig.savefig(tmp, dpi=100, format="png")
+        finally:
+            plt.close(fig)
         if self.wandb is not None:
             import wandb
 
@@ -115,3 +107,34 @@ class Dashboard:
         self.loss_curve()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+LOSSES = ("train/loss", "train/norm", "train/direction", "train/aux_match", "val/loss")
+
+
+def loss_figure(rows: list[dict[str, Any]]) -> Any:
+    """The loss curve of metrics rows on a log axis. A loss that is never positive (`train/aux_match` when the loss is
+    off) has no point on a log axis, so it is named in the legend's title instead of getting an entry with no line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    hidden = []
+    for key in LOSSES:
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if not pts:
+            continue
+        if not any(np.isfinite(v) and v > 0 for _, v in pts):
+            hidden.append(key)
+            continue
+        ax.plot(*zip(*pts, strict=True), label=key, marker="o" if key.startswith("val") else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    title = f"not drawn, 0 throughout: {', '.join(hidden)}" if hidden else None
+    if ax.get_lines() or hidden:
+        ax.legend(title=title, title_fontsize=8)
+    return fig
