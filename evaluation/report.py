@@ -33,6 +33,7 @@ class Report:
     episodes: Path
     images: list[Path]
     rows: list[dict[str, Any]]
+    wandb_run: Path | None = None  # the W&B run folder, when W&B is on
 
 
 def _grouped(results: Sequence[tuple[Job, Episode]]) -> dict[tuple[str, str], list[Episode]]:
@@ -273,16 +274,17 @@ def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Job, Episode]]
             images.append(plot_errors(s.name, groups, out / f"errors_{s.name}.png"))
             if cfg.eval.trajectories:
                 images.append(plot_trajectories(s.name, groups, cfg.eval.trajectories, out / f"paths_{s.name}.png"))
-    _log_wandb(cfg, rows, images)
-    return Report(md, js, eps, images, rows)
+    wandb_run = _log_wandb(cfg, rows, images)
+    return Report(md, js, eps, images, rows, wandb_run)
 
 
-def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Path]) -> None:
-    from runtime.tracking import wandb_mode
+def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Path]) -> Path | None:
+    """Log the table and the images to the benchmark's own W&B run; returns its folder (None when W&B is off)."""
+    from runtime.tracking import wandb_mode, wandb_settings
 
     mode = wandb_mode(cfg.eval.wandb)
     if mode == "disabled":
-        return
+        return None
     import wandb
 
     run = wandb.init(
@@ -293,7 +295,9 @@ def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Pat
         dir=cfg.eval.root,
         mode=mode,
         config=cfg.model_dump(mode="json"),
+        settings=wandb.Settings(**wandb_settings()),  # the CLI prints where the run is
     )
+    folder = Path(run.dir).parent  # run.dir is <run folder>/files
     try:
         columns = list(rows[0]) if rows else []
         table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
@@ -303,3 +307,4 @@ def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Pat
                 run.summary[f"{r['suite']}/{r['controller']}/sr"] = r["sr"]
     finally:
         run.finish()
+    return folder

@@ -14,6 +14,12 @@ from file_io import atomic_path
 from runtime.tracking import wandb_mode
 
 
+def wandb_run_id(cfg: Config, run_dir: Path) -> str:
+    """The W&B run id of a training run folder: stable, so that a resumed run continues the same W&B run and the
+    driver finds its folder (`<run_dir>/wandb/*run-*-<id>`)."""
+    return f"{cfg.run.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
+
+
 class Dashboard:
     """Logs scalars, sample images and the loss curve to the run folder and, unless disabled, to W&B."""
 
@@ -26,13 +32,11 @@ class Dashboard:
         if mode != "disabled":
             import wandb
 
-            # A stable id lets a resumed run continue the same W&B run.
-            run_id = f"{cfg.run.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
             self.wandb = wandb.init(
                 project=cfg.train.wandb.project,
                 entity=cfg.train.wandb.entity,
                 name=cfg.run.name,
-                id=run_id,
+                id=wandb_run_id(cfg, run_dir),
                 resume="allow",
                 dir=str(run_dir),
                 mode=mode,

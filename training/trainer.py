@@ -304,13 +304,17 @@ def train_loop(config: dict[str, Any]) -> None:
         rank0.finish()
 
 
-def run_training(cfg: Config) -> Any:
-    """Train with Ray Train on the configured dataset root; returns the Ray Train result."""
-    from ray.train import RunConfig, ScalingConfig
+def run_training(cfg: Config, show_progress: bool = False) -> Any:
+    """Train with Ray Train on the configured dataset root; returns the Ray Train result.
+
+    `show_progress`: a progress bar (step, loss, samples/s, ETA) from rank 0's metrics.jsonl while training runs.
+    """
+    from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from runtime.ray_cluster import check_ray_address, init_ray
-    from runtime.tracking import wandb_mode
+    from runtime.tracking import wandb_env
+    from training.progress import training_progress
 
     cfg = with_absolute_paths(cfg)
     check_input_size(cfg)
@@ -320,7 +324,7 @@ def run_training(cfg: Config) -> Any:
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, "train_config.yaml")
-    env = {"WANDB_MODE": wandb_mode(cfg.train.wandb), "WANDB_SILENT": "true"}
+    env = wandb_env(cfg.train.wandb)
     started = init_ray(cfg, env, min_cpus=t.workers * t.cpus_per_worker)
     try:
         trainer = TorchTrainer(
@@ -335,9 +339,13 @@ def run_training(cfg: Config) -> Any:
                 name=f"{cfg.run.name}-train",
                 storage_path=str((out / TRAIN_DIR).resolve()),
                 worker_runtime_env={"env_vars": env},
+                # Ray Train's INFO lines (worker group start-up, every report's metrics dict) are its own progress
+                # log; the driver shows a progress bar from metrics.jsonl instead. Its warnings still show.
+                logging_config=LoggingConfig(log_level="WARNING"),
             ),
         )
-        return trainer.fit()
+        with training_progress(cfg, out / "metrics.jsonl", enabled=show_progress):
+            return trainer.fit()
     finally:
         if started:
             import ray
