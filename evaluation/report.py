@@ -287,6 +287,8 @@ def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Pat
         return None
     import wandb
 
+    # W&B prints through process-wide settings, taken from wandb.setup, not from the run's own.
+    wandb.setup(settings=wandb.Settings(**wandb_settings()))
     run = wandb.init(
         project=cfg.eval.wandb.project,
         entity=cfg.eval.wandb.entity,
@@ -295,7 +297,6 @@ def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Pat
         dir=cfg.eval.root,
         mode=mode,
         config=cfg.model_dump(mode="json"),
-        settings=wandb.Settings(**wandb_settings()),  # the CLI prints where the run is
     )
     folder = Path(run.dir).parent  # run.dir is <run folder>/files
     try:
