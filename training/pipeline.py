@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(
         f"pipeline: hemisphere {counts['hemisphere']} + dagger {counts['dagger']} samples "
-        f"({counts['dagger_from_policy']} from pushed policies); " + summary_line(cfg, time.time() - t0)
+        f"({counts['dagger_from_policy']} from pushed policies) in {cfg.datagen.root}; "
+        + summary_line(cfg, time.time() - t0)
     )
     return 0
 
