@@ -189,7 +189,7 @@ def trajectory_figure(suite: str, groups: dict[str, list[Episode]], count: int) 
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig = plt.figure(figsize=(5 * cols, 4.5 * rows + 0.6))
+    fig = plt.figure(figsize=(5 * cols, 4.5 * rows))
     colours = plt.get_cmap("tab10")
     shown = {c: [e for e in eps if e.trace is not None][:count] for c, eps in groups.items()}
     points = [np.zeros(3)] + [p for eps in shown.values() for e in eps for p in (e.trace.positions, e.trace.desired)]  # type: ignore[union-attr]
@@ -220,9 +220,12 @@ def trajectory_figure(suite: str, groups: dict[str, list[Episode]], count: int) 
         Line2D([], [], color="k", ls="", marker="*", markersize=10, label="goal"),
         Line2D([], [], color="k", ls="", marker="x", label="scene centre"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
-    fig.suptitle(f"{suite}: camera paths, one panel per controller, all on the same axes (d* units)")
-    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    ncol = min(len(handles), 4 * cols)
+    lines = math.ceil(len(handles) / ncol)
+    fig.set_figheight(fig.get_figheight() + 0.25 * lines + 0.3)  # room below the panels for the legend
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.suptitle(f"{suite}: camera paths\none panel per controller, all on the same axes (d* units)", fontsize=10)
+    fig.tight_layout(rect=(0, (0.25 * lines + 0.1) / fig.get_figheight(), 1, 1))
     return fig
 
 
