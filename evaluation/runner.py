@@ -179,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
 
         results = run_jobs(cfg, plan, show)
     report = write_report(cfg, plan, results)
+    from runtime.tracking import describe_wandb_run, wandb_mode
+
     print(
         f"eval: {len(results)} episodes ({successes} successes) over {len(plan.suites)} suites in "
-        f"{time.time() - t0:.0f} s; table {report.markdown}"
+        f"{time.time() - t0:.0f} s; table {report.markdown}; episodes, curves and paths in {report.markdown.parent}; "
+        + describe_wandb_run(wandb_mode(cfg.eval.wandb), report.wandb_run)
     )
     return 0
 
