@@ -109,7 +109,7 @@ def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_writ
     text = report.markdown.read_text()
     assert "| canonical | oracle | 6/6 (100 %" in text
     # The setup line is read from the suite's own config (common.yaml + canonical.yaml + these overrides).
-    assert "64x64 px, f = 1 W, d* = 1, 50 Hz, at most 600 steps, heldout assets" in text
+    assert "64x64 px, f = 1 W, d* = 1, 50 Hz, at most 600 steps, held-out assets" in text
     assert "initial pose from the desired distribution" in text
     episodes = [json.loads(line) for line in report.episodes.read_text().splitlines()]
     assert sorted(e["seed"] for e in episodes) == [cfg.eval.seed + i for i in range(6)]  # each episode's own seed

@@ -39,7 +39,7 @@ def test_training_at_its_target_says_so_and_starts_no_ray(
     )
     # Below the target the same command goes on to train.
     calls = []
-    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed: calls.append(cfg.train.steps))
+    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed, **_: calls.append(cfg.train.steps))
     monkeypatch.setattr("training.__main__.summary_line", lambda cfg, s: "trained")
     assert main(small_overrides("train.steps=5", root=tmp_path)) == 0
     assert calls == [5]
@@ -70,7 +70,7 @@ def test_training_follows_the_datasets_assets_and_its_checkpoints_name_them(
     made = small_config(f"sim.assets.mesh_dirs=[{meshes}]", f"sim.assets.texture_dirs=[{textures}]", root=tmp_path)
     save_config(made, made.datagen.root)  # what datagen records when it creates the root
     seen = []
-    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed: seen.append((cfg, followed)))
+    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed, **_: seen.append((cfg, followed)))
     monkeypatch.setattr("training.__main__.summary_line", lambda cfg, s: "trained")
     assert main(small_overrides(root=tmp_path)) == 0
     ((cfg, followed),) = seen
