@@ -18,8 +18,6 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0, show_progress: bool
     """Run producers and trainer together; returns counts per producer and of DAgger samples from pushed policies.
 
     `show_progress`: the trainer's progress bar (see `training.progress`)."""
-    import ray
-
     from datagen.dagger import weights_by_push
     from datagen.producer import open_writer
     from datagen.runner import preflight, requested_cpus, start_producers
@@ -34,6 +32,8 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0, show_progress: bool
     cfg = with_absolute_paths(cfg)
     resume_point(cfg.train.checkpoints, cfg.policy)  # a checkpoint that cannot be resumed stops us before any work
     open_writer(cfg)
+    import ray
+
     env = wandb_env(cfg.train.wandb)
     started = init_ray(cfg, env, min_cpus=requested_cpus(cfg, trainer=True))
     try:
@@ -79,7 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     from sim.asset_catalogue import AssetFolderError
     from sim.isaac_backend import IsaacUnavailable
     from training.__main__ import summary_line
+    from training.trainer import already_trained, check_input_size
 
+    try:  # the config checks that need no folder; a run already at its target stops here, before Ray
+        check_input_size(cfg)
+        done = already_trained(cfg)
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if done is not None:
+        path, step = done
+        print(
+            f"pipeline: already at step {step} of {cfg.train.steps} (checkpoint {path}); nothing to do — raise "
+            "train.steps to continue"
+        )
+        return 0
     t0 = time.time()
     try:
         counts = run_pipeline(cfg, show_progress=True)

@@ -139,3 +139,21 @@ def test_datagen_with_every_shard_made_says_so_without_ray_and_sidecars_name_the
         "datagen.dagger.samples to make more"
     )
     assert "datagen: already at the target, 4 samples (hemisphere 4, dagger 0) in 1 shards" in out
+
+
+@pytest.mark.unit
+def test_the_pipeline_at_its_target_says_so_and_a_bad_config_exits_2_before_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from training.pipeline import main
+
+    saved = _saved_at(small_config("train.steps=3", root=tmp_path), 3)
+    block_ray(monkeypatch)
+    assert main(small_overrides("train.steps=3", root=tmp_path)) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"pipeline: already at step 3 of 3 (checkpoint {saved}); nothing to do — raise train.steps to continue"
+    )
+    with pytest.raises(SystemExit) as exit_:  # the network would train on one patch grid and servo on another
+        main(small_overrides("train.steps=5", "policy.input_size=[96,96]", root=tmp_path))
+    assert exit_.value.code == 2
+    assert "policy.input_size [96, 96] differs from sim.camera" in capsys.readouterr().err
