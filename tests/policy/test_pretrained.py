@@ -138,7 +138,7 @@ def test_it_sees_the_orbit_where_translation_and_tilt_nearly_cancel(shipped, sui
     from evaluation.openloop import ambiguity_probe
 
     probe = ambiguity_probe(shipped[0], suite_cfg, [SEED + i for i in range(8)])
-    stop = suite_cfg.eval.stop_velocity
+    stop = shipped[0].cfg.servo.stop_velocity  # the calibrated rule the policy carries (0.03)
     o3, o10 = probe[("orbit", 3.0)], probe[("orbit", 10.0)]
     print(f"orbit 3°: cos {o3[:, 2].round(2)}; orbit 10°: |v| {o10[:, 0].round(3)}, cos {o10[:, 2].round(2)}")
     assert np.median(o3[:, 2]) > 0.5
