@@ -235,3 +235,77 @@ def test_servo_sets_its_thread_count(episode) -> None:  # type: ignore[no-untype
             Servo(_policy(), des, K, scene_scale=1.0, threads=-1)
     finally:
         torch.set_num_threads(before)
+
+
+def _fixed_prediction(monkeypatch, policy, unit: np.ndarray, g_cur: np.ndarray, g_des: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Make the network predict `unit` and the gravity centres `g_cur`, `g_des` ((x, y) in patch units)."""
+    original = type(policy).forward
+
+    def fixed(self, c, d):  # type: ignore[no-untyped-def]
+        out = original(self, c, d)
+        out.vel = torch.as_tensor(unit, dtype=out.vel.dtype).expand_as(out.vel).clone()
+        out.gravity_cur = torch.as_tensor(g_cur, dtype=out.gravity_cur.dtype).expand_as(out.gravity_cur).clone()
+        out.gravity_des = torch.as_tensor(g_des, dtype=out.gravity_des.dtype).expand_as(out.gravity_des).clone()
+        return out
+
+    monkeypatch.setattr(type(policy), "forward", fixed)
+
+
+def test_hybrid_mode_is_the_hybrid_law_of_the_true_pose_and_gravity_point(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A network that predicts the truth: the PBVS velocity of a known dTc and the projections of one scene point at
+    depth d* in the desired camera. Servo's hybrid output must then be `policy.control.hybrid` of that pose, the
+    point's current normalised position and true depth, and its desired position (paper Eq. 24)."""
+    from policy.control import hybrid, pbvs
+    from sim.geometry import exp_so3
+
+    policy = _policy("policy.servo.max_linear=1e3", "policy.servo.max_angular=1e3")
+    W, p, d_star = 128, policy.patch, 1.5
+    K = np.array([[W, 0.0, W / 2], [0.0, W, W / 2], [0.0, 0.0, 1.0]])  # the canonical camera at the input size
+    dTc = np.eye(4)
+    dTc[:3, :3] = exp_so3(np.array([0.05, -0.08, 0.12]))
+    dTc[:3, 3] = [0.25, -0.15, 0.1]
+    x_des = np.array([0.1, -0.05])
+    P_c = dTc[:3, :3].T @ (d_star * np.append(x_des, 1.0) - dTc[:3, 3])  # the point in the current camera
+    x_cur, Z = P_c[:2] / P_c[2], float(P_c[2])
+
+    def patch(x: np.ndarray) -> np.ndarray:  # normalised -> pixel -> patch units (patch centres at (i + 0.5) p)
+        return (K[0, 0] * x + K[0, 2] + 0.5) / p - 0.5
+
+    v_real = pbvs(dTc)
+    unit = np.concatenate([v_real[:3] / d_star, v_real[3:]])  # the label convention: [v / d*, w]
+    _fixed_prediction(monkeypatch, policy, unit, patch(x_cur), patch(x_des))
+    rng = np.random.default_rng(0)
+    des, cur = (rng.integers(0, 256, (W, W, 3), dtype=np.uint8) for _ in range(2))
+    out = Servo(policy, des, K, scene_scale=d_star).step(cur)
+    expected = hybrid(dTc, x_cur, Z, x_des, 1.0)
+    assert out.mode == "hybrid"
+    np.testing.assert_allclose(out.velocity, expected, atol=1e-5)
+    swapped = hybrid(dTc, x_des, Z, x_cur, 1.0)  # the gravity centres exchanged: a different command
+    assert np.abs(swapped - expected).max() > 1e-2
+    np.testing.assert_allclose(out.gravity_cur, K[:2, :2] @ x_cur + K[:2, 2], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("size", "K"),
+    [
+        ((256, 256), [[256.0, 0.0, 128.0], [0.0, 256.0, 128.0], [0.0, 0.0, 1.0]]),  # twice the network's input
+        ((320, 240), [[300.0, 0.0, 166.0], [0.0, 290.0, 117.5], [0.0, 0.0, 1.0]]),  # fx != fy, off-centre, 4:3
+    ],
+)
+def test_gravity_centres_come_back_in_the_callers_pixels(monkeypatch, size, K) -> None:  # type: ignore[no-untyped-def]
+    """A gravity centre the network puts at a pixel of its own camera is the same ray in the caller's camera: the
+    caller's pixel K_src K_t^-1 u (both cameras share the centre and orientation)."""
+    policy = _policy("policy.servo.hybrid=false")
+    p, K = policy.patch, np.array(K)
+    g_cur, g_des = np.array([2.3, 5.1]), np.array([4.0, 1.5])  # patch units on the 8 x 8 grid
+    _fixed_prediction(monkeypatch, policy, np.zeros(6), g_cur, g_des)
+    rng = np.random.default_rng(1)
+    des, cur = (rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(2))
+    servo = Servo(policy, des, K, scene_scale=1.0)
+    out = servo.step(cur)
+    K_t = servo.net_camera.K
+    for g, got in ((g_cur, out.gravity_cur), (g_des, out.gravity_des)):
+        ray = np.linalg.inv(K_t) @ np.append((g + 0.5) * p - 0.5, 1.0)
+        caller = K @ ray
+        np.testing.assert_allclose(got, caller[:2] / caller[2], atol=1e-3)
+    assert not np.allclose(out.gravity_cur, out.gravity_des)
