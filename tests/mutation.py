@@ -57,11 +57,12 @@ class Module:
 MODULES: dict[str, Module] = {
     "policy/control.py": Module(
         "tests/policy/test_control_visp.py tests/policy/test_control_properties.py tests/policy/test_rotation.py "
-        "tests/policy/test_classical.py -m 'not slow'"
+        "-m 'not slow'"
     ),
     "evaluation/metrics.py": Module("tests/evaluation/test_metrics.py tests/evaluation/test_episode_success.py"),
     "evaluation/episodes.py": Module(
-        "tests/evaluation/test_episode_success.py tests/evaluation/test_episodes.py -m 'not slow'"
+        "tests/evaluation/test_episode_success.py tests/evaluation/test_episode_loop.py "
+        "tests/evaluation/test_episodes.py -m 'not slow'"
     ),
     "datagen/hemisphere.py": Module(
         "tests/datagen/test_producers.py tests/datagen/test_images_match_poses.py",
