@@ -26,8 +26,12 @@ NOT_CONTENT: tuple[str, ...] = (
     "datagen.*.resources",
     "datagen.*.samples",
     "datagen.*.max_restarts",
+    "datagen.*.threads",
     "datagen.dagger.device",
     "policy.loss",
+    "policy.servo.stop_velocity",  # DAgger rollouts end by step count, never by Servo's stop rule
+    "policy.servo.stop_steps",
+    "policy.servo.threads",
     "policy.compile",
     "data",
     "train",

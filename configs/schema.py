@@ -49,6 +49,13 @@ CountRange = Annotated[tuple[int, int], AfterValidator(_ordered), AfterValidator
 Angle = Annotated[float, Field(ge=0.0, le=180.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
+# Every `threads` key defaults to 0 only so that configs recorded before the key existed still load.
+THREADS_HELP = "torch threads per process; 0 or null: automatic (runtime/threads.py)"
+
+
+def _threads(auto: str) -> int | None:
+    return Field(default=0, ge=0, le=1024, description=f"{THREADS_HELP}: {auto}")  # type: ignore[no-any-return]
+
 
 class RunConfig(Section):
     """Names a run; every output goes under `<root>/<name>/`."""
@@ -270,6 +277,14 @@ class ServoConfig(Section):
         description="policy.rot90: keep the quarter turn in use until another's mean confidence is this much higher "
         "(relative), so the turn does not flip back and forth where two turns leave about 45 deg each",
     )
+    threads: int | None = _threads("1 (beside other busy processes more threads only wait for each other)")
+    # The stop rule is calibrated per trained policy (its |v| at the goal), so it travels with the checkpoint.
+    stop_velocity: float = Field(
+        default=0.005,  # a default only so that checkpoints written before this key still load
+        ge=0.0,
+        description="Servo says `arrived` once |normalised velocity| stays below this ...",
+    )
+    stop_steps: int = Field(default=10, ge=1, description="... for this many consecutive steps (no ground truth)")
 
 
 class PolicyConfig(Section):
@@ -302,6 +317,7 @@ class ProducerResources(Section):
 
     actors: int = Field(ge=0, le=4096)
     num_cpus: float = Field(ge=0.0)
+    threads: int | None = _threads("num_cpus, at least 1")
     num_gpus: float = Field(ge=0.0)
     resources: dict[str, float] = Field(description="custom Ray resources per actor, e.g. {rtx: 1} on a cluster")
     samples: int = Field(ge=0, description="target number of samples for this producer")
@@ -367,6 +383,7 @@ class DataConfig(Section):
     shuffle_buffer: int = Field(ge=1, description="samples shuffled together in memory")
     refresh_seconds: float = Field(ge=0.0, description="re-list published shards this often (DAgger data keeps coming)")
     workers: int = Field(ge=0, description="data-loader worker processes per trainer")
+    threads: int | None = _threads("1 per loader worker (each works on one sample at a time)")
     color_jitter: float = Field(ge=0.0, le=1.0, description="brightness/contrast/saturation jitter; 0 turns it off")
     noise_std: float = Field(ge=0.0, description="additive Gaussian noise on [0, 1] images; 0 turns it off")
     rot90_max_deg: float = Field(
@@ -397,6 +414,7 @@ class TrainConfig(Section):
     workers: int = Field(ge=1, description="Ray Train workers (DDP: gloo on CPU, NCCL on GPU)")
     use_gpu: bool
     cpus_per_worker: float = Field(gt=0.0)
+    threads: int | None = _threads("cpus_per_worker less one per data.workers loader, at least 1")
     resources_per_worker: dict[str, float] = Field(description="custom Ray resources per worker, e.g. {trainer: 1}")
     checkpoints: str = Field(min_length=1)
     checkpoint_every: int = Field(ge=1)
@@ -439,8 +457,12 @@ class EvalConfig(Section):
     device: Literal["cpu", "cuda"]
     workers: int | None = Field(ge=0, description="Ray actors running episodes; 0: in this process; null: CPUs")
     trajectories: int = Field(ge=0, description="episodes per suite drawn as 3-D camera paths")
-    stop_velocity: float = Field(ge=0.0, description="CNSv2 stops once |normalised velocity| stays below this ...")
-    stop_steps: int = Field(ge=1, description="... for this many steps (no ground truth)")
+    stop_velocity: float | None = Field(
+        default=None, ge=0.0, description="overrides the policy's own stop (policy.servo.stop_velocity); null: keep it"
+    )
+    stop_steps: int | None = Field(
+        default=None, ge=1, description="overrides policy.servo.stop_steps; null: keep the policy's"
+    )
     wandb: WandbConfig = Field(description="the benchmark's own W&B run (<run.name>-eval)")
 
 

@@ -6,7 +6,8 @@ import os
 import threading
 from typing import Any
 
-from configs.schema import Config
+from configs.schema import Config, ProducerResources
+from runtime.threads import resolve_threads, set_torch_threads
 
 DAGGER_NAME = "dagger"
 
@@ -16,12 +17,18 @@ def dagger_name(index: int) -> str:
     return DAGGER_NAME if index == 0 else f"{DAGGER_NAME}-{index}"
 
 
+def apply_threads(resources: ProducerResources) -> int:
+    """Set this actor's torch threads from its config section (`threads`; automatic: its Ray `num_cpus`)."""
+    return set_torch_threads(resolve_threads(resources.threads, cpus=max(1.0, resources.num_cpus)))
+
+
 class HemisphereWorker:
     """Runs a HemisphereProducer inside a Ray actor."""
 
     def __init__(self, cfg: Config, offset: int, stride: int) -> None:
         from datagen.hemisphere import HemisphereProducer
 
+        apply_threads(cfg.datagen.hemisphere)
         self.producer = HemisphereProducer(cfg, offset, stride)
 
     def run(self) -> dict[str, float]:
@@ -47,6 +54,7 @@ class DAggerWorker:
     """
 
     def __init__(self, cfg: Config, index: int) -> None:
+        apply_threads(cfg.datagen.dagger)
         self.cfg, self.index = cfg, index
         self.producer: Any = None
         self._early: tuple[dict[str, Any], int] | None = None

@@ -234,11 +234,14 @@ class DaggerProducer:
         return buf, meta
 
     def _servo(self, desired: np.ndarray, scale: float) -> Any:
+        import torch
+
         from policy.servo import Servo
 
         # The policy acts in the unit world: its normalised prediction is executed directly (no hybrid law).
         cfg = self.cfg.policy.servo.model_copy(update={"hybrid": False})
-        return Servo(self.policy, desired, self.env.camera.K, scale, cfg=cfg)
+        # The actor's own thread count (datagen.dagger.threads), not a Servo's default.
+        return Servo(self.policy, desired, self.env.camera.K, scale, cfg=cfg, threads=torch.get_num_threads())
 
     def close(self) -> None:
         """Release the environment."""

@@ -1,5 +1,8 @@
 """One servo episode: a controller drives the ServoEnv camera from the initial to the desired view (CNS protocol:
-50 Hz, the command executed at 2x, at most `sim.env.max_steps` steps, stop by the controller's own signal)."""
+50 Hz, the command executed at 2x, at most `sim.env.max_steps` steps, stop by the controller's own signal).
+
+CNSv2 runs as a robot would run `policy.Servo`: its `command` (gain and limits applied by Servo) is executed and its
+`arrived` is the stop, so the benchmark and a robot loop share one definition of both."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import time
 import numpy as np
 
 from evaluation.metrics import Episode, Trace, is_success
-from policy.control import executed_velocity
+from policy.control import CNS_GAIN, executed_velocity
 from policy.interface import Controller
 from sim.env import ServoEnv
 
-CNS_GAIN = 2.0  # CNS executes twice the predicted velocity
+__all__ = ["CNS_GAIN", "FAIL_STEPS", "run_episode"]
+
 # CNS aborts a matcher-based controller that finds no matches; we allow a few steps' grace for a RANSAC hiccup.
 FAIL_STEPS = 3
 
@@ -27,7 +31,9 @@ def run_episode(
 ) -> Episode:
     """Run the episode of `seed` to the controller's stop, an abnormal pose, a failing controller or the step limit.
 
-    Commands run through `executed_velocity` with `limits` (max linear, max angular), as DAgger's do.
+    A controller's own command (`ControlOutput.command`: CNSv2's Servo, built with the same gain) is executed as it
+    is; the other controllers' velocities run through `executed_velocity` with `gain` and `limits` (max linear, max
+    angular), as DAgger's do.
     """
     if fail_steps < 1:
         raise ValueError(f"fail_steps must be >= 1, got {fail_steps}")
@@ -49,7 +55,10 @@ def run_episode(
         if failed >= fail_steps:
             reason = f"controller failed: {out.info.get('reason', 'no command')}"
             break
-        frame = env.step(executed_velocity(out.velocity, gain, *(limits or (None, None))))
+        command = out.command
+        if command is None:
+            command = executed_velocity(out.velocity, gain, *(limits or (None, None)))
+        frame = env.step(command)
         steps += 1
         errors.append(env.pose_error())
         positions.append(env.wTc[:3, 3])

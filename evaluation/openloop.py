@@ -6,7 +6,7 @@ search included), and its normalised velocity is compared with the PBVS label of
 
     python -m evaluation.openloop --config cpu eval.checkpoint=pretrained:cnsv2-cpu
 
-`--stop` adds |v| at, near and beyond the goal (to calibrate `eval.stop_velocity`); `--probe` adds the
+`--stop` adds |v| at, near and beyond the goal (to calibrate `policy.servo.stop_velocity`); `--probe` adds the
 translation-tilt ambiguity probe (`ambiguity_probe`).
 """
 
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"|v| {name}: p10 {q[0]:.4f} median {q[1]:.4f} p90 {q[2]:.4f}")
     if args.probe:
         stop = suite_cfg.eval.stop_velocity
+        stop = suite_cfg.policy.servo.stop_velocity if stop is None else stop
         for (name, deg), r in sorted(ambiguity_probe(policy, suite_cfg, seeds).items()):
             print(
                 f"{name:7s} {deg:4.0f}°: |v| median {np.median(r[:, 0]):.3f} (label {np.median(r[:, 1]):.3f}), "

@@ -33,6 +33,7 @@ class Report:
     episodes: Path
     images: list[Path]
     rows: list[dict[str, Any]]
+    wandb_run: Path | None = None  # the W&B run folder, when W&B is on
 
 
 def _grouped(results: Sequence[tuple[Job, Episode]]) -> dict[tuple[str, str], list[Episode]]:
@@ -189,37 +190,74 @@ def plot_errors(suite: str, groups: dict[str, list[Episode]], path: Path) -> Pat
 
 def plot_trajectories(suite: str, groups: dict[str, list[Episode]], count: int, path: Path) -> Path:
     """Camera centres of the first `count` episodes in 3-D, one panel per controller (world frame, d* units)."""
+    return _save(trajectory_figure(suite, groups, count), path, tight=False)  # its layout leaves room for the legend
+
+
+def _cube(points: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Centre and half-side of the smallest axis-aligned cube around every point (with a small margin)."""
+    pts = np.concatenate([np.atleast_2d(p) for p in points])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    return (lo + hi) / 2, max(float((hi - lo).max()) / 2 * 1.05, 1e-3)
+
+
+def trajectory_figure(suite: str, groups: dict[str, list[Episode]], count: int) -> Any:
+    """The figure of `plot_trajectories`: every panel on the same cube of world space, so that panels compare at a
+    glance; colour marks the episode (the same seed, hence the same start and goal, in every panel) and the line
+    style its outcome, as the legend says."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     n = len(groups)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig = plt.figure(figsize=(5 * cols, 4.5 * rows))
     colours = plt.get_cmap("tab10")
-    for k, (controller, eps) in enumerate(groups.items()):
+    shown = {c: [e for e in eps if e.trace is not None][:count] for c, eps in groups.items()}
+    points = [np.zeros(3)] + [p for eps in shown.values() for e in eps for p in (e.trace.positions, e.trace.desired)]  # type: ignore[union-attr]
+    centre, half = _cube(points)
+    seeds: dict[int, int] = {}  # seed -> colour index, in order of first appearance
+    for k, (controller, eps) in enumerate(shown.items()):
         ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
-        for i, ep in enumerate([e for e in eps if e.trace is not None][:count]):
-            p, d = ep.trace.positions, ep.trace.desired
-            ax.plot(*p.T, color=colours(i), lw=1.2, ls="-" if ep.success else ":")
-            ax.scatter(*p[0], color=colours(i), marker="o", s=18)
-            ax.scatter(*d, color=colours(i), marker="*", s=80)
+        for ep in eps:
+            colour = colours(seeds.setdefault(ep.seed, len(seeds)) % 10)
+            p, d = ep.trace.positions, ep.trace.desired  # type: ignore[union-attr]
+            ax.plot(*p.T, color=colour, lw=1.2, ls="-" if ep.success else ":")
+            ax.scatter(*p[0], color=colour, marker="o", s=18)
+            ax.scatter(*d, color=colour, marker="*", s=80)
         ax.scatter(0, 0, 0, color="k", marker="x", s=40)
         ax.set_title(controller, fontsize=10)
+        ax.set_xlim(centre[0] - half, centre[0] + half)
+        ax.set_ylim(centre[1] - half, centre[1] + half)
+        ax.set_zlim(centre[2] - half, centre[2] + half)
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.set_zlabel("z")
         ax.set_box_aspect((1, 1, 1))
-    fig.suptitle(f"{suite}: camera paths (o start, * goal, x scene centre; dotted: failed)")
-    return _save(fig, path)
+    handles = [Line2D([], [], color=colours(i % 10), lw=2, label=f"seed {s}") for s, i in seeds.items()]
+    handles += [
+        Line2D([], [], color="k", ls="-", label="success"),
+        Line2D([], [], color="k", ls=":", label="failed"),
+        Line2D([], [], color="k", ls="", marker="o", label="start"),
+        Line2D([], [], color="k", ls="", marker="*", markersize=10, label="goal"),
+        Line2D([], [], color="k", ls="", marker="x", label="scene centre"),
+    ]
+    ncol = min(len(handles), 4 * cols)
+    lines = math.ceil(len(handles) / ncol)
+    fig.set_figheight(fig.get_figheight() + 0.25 * lines + 0.3)  # room below the panels for the legend
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.suptitle(f"{suite}: camera paths\none panel per controller, all on the same axes (d* units)", fontsize=10)
+    fig.tight_layout(rect=(0, (0.25 * lines + 0.1) / fig.get_figheight(), 1, 1))
+    return fig
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, *, tight: bool = True) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
@@ -263,18 +301,21 @@ def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Job, Episode]]
             images.append(plot_errors(s.name, groups, out / f"errors_{s.name}.png"))
             if cfg.eval.trajectories:
                 images.append(plot_trajectories(s.name, groups, cfg.eval.trajectories, out / f"paths_{s.name}.png"))
-    _log_wandb(cfg, rows, images)
-    return Report(md, js, eps, images, rows)
+    wandb_run = _log_wandb(cfg, rows, images)
+    return Report(md, js, eps, images, rows, wandb_run)
 
 
-def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Path]) -> None:
-    from runtime.tracking import wandb_mode
+def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Path]) -> Path | None:
+    """Log the table and the images to the benchmark's own W&B run; returns its folder (None when W&B is off)."""
+    from runtime.tracking import wandb_mode, wandb_settings
 
     mode = wandb_mode(cfg.eval.wandb)
     if mode == "disabled":
-        return
+        return None
     import wandb
 
+    # W&B prints through process-wide settings, taken from wandb.setup, not from the run's own.
+    wandb.setup(settings=wandb.Settings(**wandb_settings()))
     run = wandb.init(
         project=cfg.eval.wandb.project,
         entity=cfg.eval.wandb.entity,
@@ -284,6 +325,7 @@ def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Pat
         mode=mode,
         config=cfg.model_dump(mode="json"),
     )
+    folder = Path(run.dir).parent  # run.dir is <run folder>/files
     try:
         columns = list(rows[0]) if rows else []
         table = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])
@@ -293,3 +335,4 @@ def _log_wandb(cfg: Config, rows: Sequence[dict[str, Any]], images: Sequence[Pat
                 run.summary[f"{r['suite']}/{r['controller']}/sr"] = r["sr"]
     finally:
         run.finish()
+    return folder

@@ -23,6 +23,7 @@ from configs.loader import ConfigError
 from configs.schema import Config
 from evaluation.metrics import Episode
 from evaluation.plan import Job, Plan, check_plan_assets, make_plan
+from policy.control import CNS_GAIN
 from policy.interface import Controller
 from policy.registry import ControllerSetup, make_controller
 
@@ -65,6 +66,7 @@ class EvalWorker:
             servo=cfg.policy.servo,
             stop_velocity=cfg.eval.stop_velocity,
             stop_steps=cfg.eval.stop_steps,
+            gain=CNS_GAIN,
             load_policy=self._load_policy,
             env=env,
         )
@@ -77,7 +79,8 @@ class EvalWorker:
         env = self._env_for(job.suite)
         servo = self.configs[job.suite].policy.servo
         controller = self._controller(job.suite, job.controller, env)
-        return job, run_episode(env, controller, job.seed, limits=(servo.max_linear, servo.max_angular))
+        limits = (servo.max_linear, servo.max_angular)
+        return job, run_episode(env, controller, job.seed, gain=CNS_GAIN, limits=limits)
 
     def close(self) -> None:
         """Release the renderer."""
@@ -176,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
 
         results = run_jobs(cfg, plan, show)
     report = write_report(cfg, plan, results)
+    from runtime.tracking import describe_wandb_run, wandb_mode
+
     print(
         f"eval: {len(results)} episodes ({successes} successes) over {len(plan.suites)} suites in "
-        f"{time.time() - t0:.0f} s; table {report.markdown}"
+        f"{time.time() - t0:.0f} s; table {report.markdown}; episodes, curves and paths in {report.markdown.parent}; "
+        + describe_wandb_run(wandb_mode(cfg.eval.wandb), report.wandb_run)
     )
     return 0
 

@@ -2,14 +2,52 @@
 
 RoPE with integer grid positions makes q.k depend only on the offset between two patches, so cross-attention
 between the current and desired images is translation-equivariant (shared/notes/network.md).
+
+The RoPE tables and the MLP are written out here rather than taken from `timm.layers`: importing timm costs about
+11 s, and the CNN-backbone policy needs nothing else from it. They reproduce timm 1.0's `RotaryEmbeddingCat(dim,
+in_pixels=False)` (inverse-frequency bands, integer 'ij' grid, interleaved sin/cos), `apply_rot_embed_cat` and
+`Mlp` (same parameter names, so checkpoints are unchanged); tests/policy/test_attention.py compares them with timm.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp, RotaryEmbeddingCat, apply_rot_embed_cat
 from torch import Tensor, nn
+
+
+def rope_table(h: int, w: int, head_dim: int, temperature: float) -> Tensor:
+    """The (h*w, 2*head_dim) float32 table [sin | cos] of axial RoPE on an h x w grid of integer positions.
+
+    Each of the two axes (row, column) gets head_dim // 4 inverse-frequency bands temperature ** (-k / (head_dim//4)),
+    each band is repeated for the two members of its rotated pair.
+    """
+    bands = 1.0 / temperature ** (torch.arange(head_dim // 4, dtype=torch.float32) / (head_dim // 4))
+    axes = [torch.arange(n, dtype=torch.float32) for n in (h, w)]
+    grid = torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1)  # (h, w, 2)
+    angles = (grid.unsqueeze(-1) * bands).flatten(-2).flatten(0, -2)  # (h*w, head_dim // 2)
+    return torch.cat([angles.sin().repeat_interleave(2, -1), angles.cos().repeat_interleave(2, -1)], dim=-1)
+
+
+def apply_rope(x: Tensor, table: Tensor) -> Tensor:
+    """Rotate consecutive channel pairs (x0, x1), (x2, x3), ... of x (..., N, head_dim) by the table's angles."""
+    sin, cos = table.chunk(2, -1)
+    rotated = torch.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> Linear (timm's `Mlp` without dropout or norm, with its parameter names fc1, fc2)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (..., dim) -> (..., dim)."""
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class GridRope(nn.Module):
@@ -19,14 +57,15 @@ class GridRope(nn.Module):
         super().__init__()
         if head_dim % 4:
             raise ValueError(f"RoPE needs a head dimension divisible by 4 (two axes, sin and cos), got {head_dim}")
-        self.rope = RotaryEmbeddingCat(head_dim, in_pixels=False, temperature=temperature)
+        self.head_dim, self.temperature = head_dim, float(temperature)
         self._cache: dict[tuple[int, int, str, torch.dtype], Tensor] = {}
 
     def forward(self, h: int, w: int, like: Tensor) -> Tensor:
         """Return the (h*w, 2*head_dim) sin/cos table on `like`'s device and dtype."""
         key = (h, w, str(like.device), like.dtype)
         if key not in self._cache:
-            self._cache[key] = self.rope.get_embed(shape=[h, w]).to(device=like.device, dtype=like.dtype)
+            table = rope_table(h, w, self.head_dim, self.temperature)
+            self._cache[key] = table.to(device=like.device, dtype=like.dtype)
         return self._cache[key]
 
 
@@ -48,7 +87,7 @@ class RopeAttention(nn.Module):
         hd = C // self.heads
         q = self.q(x).view(B, N, self.heads, hd).transpose(1, 2)
         k, v = self.kv(context).view(B, -1, 2, self.heads, hd).permute(2, 0, 3, 1, 4)
-        q, k = apply_rot_embed_cat(q, rope), apply_rot_embed_cat(k, rope)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = F.scaled_dot_product_attention(q, k, v)  # flash kernels on GPU
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 

@@ -1,9 +1,12 @@
-"""`python -m policy.bench`: Servo.step latency and FPS, broken down by network stage, on whatever device is here."""
+"""`python -m policy.bench`: Servo.step latency and FPS, broken down by network stage, on whatever device is here;
+then, on a CPU, Servo.step idle and beside two busy torch processes at 1 and 2 threads (`runtime.threads`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -18,6 +21,7 @@ from configs import load_config
 from policy.checkpoint import build_policy
 from policy.network import CNSv2Policy
 from policy.servo import Servo
+from runtime.threads import SERVO_AUTO_THREADS, set_torch_threads, usable_cpus
 from sim.camera import Camera
 
 STAGES = ("backbone", "transformer", "representation", "fine", "controller")
@@ -74,8 +78,10 @@ class StageTimer:
         yield
 
 
-def measure(config: str, overrides: list[str], device: torch.device, iters: int, warmup: int) -> dict[str, float]:
-    """Median per-stage and per-step milliseconds of Servo.step for one config."""
+def _servo(
+    config: str, overrides: list[str], device: torch.device, threads: int | None = None
+) -> tuple[Servo, np.ndarray]:
+    """A randomly initialised policy's Servo on a random desired image, and a shifted current image."""
     cfg = load_config(config, overrides).policy
     torch.manual_seed(0)
     policy = build_policy(cfg).to(device).eval()
@@ -83,7 +89,13 @@ def measure(config: str, overrides: list[str], device: torch.device, iters: int,
     rng = np.random.default_rng(0)
     desired = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
     current = np.roll(desired, (5, 9), axis=(0, 1))
-    servo = Servo(policy, desired, Camera.canonical(W, H).K, scene_scale=1.0)
+    return Servo(policy, desired, Camera.canonical(W, H).K, scene_scale=1.0, threads=threads), current
+
+
+def measure(config: str, overrides: list[str], device: torch.device, iters: int, warmup: int) -> dict[str, float]:
+    """Median per-stage and per-step milliseconds of Servo.step for one config (at torch's current thread count)."""
+    servo, current = _servo(config, overrides, device, threads=torch.get_num_threads())
+    policy = servo.policy
     timer = StageTimer(policy, device)
     for _ in range(warmup):
         servo.step(current)
@@ -102,6 +114,80 @@ def measure(config: str, overrides: list[str], device: torch.device, iters: int,
     return row
 
 
+# The load: matrix products in a loop at torch's own default thread count, as another torch program on the same
+# computer would run (a trainer, a second model). Thread settings of this process are not passed on.
+_BUSY = (
+    "import torch\na = torch.randn(512, 512)\nprint(torch.get_num_threads(), flush=True)\nwhile True:\n    b = a @ a\n"
+)
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+
+
+@contextmanager
+def busy_torch(processes: int = 2) -> Iterator[list[int]]:
+    """Run `processes` busy torch processes (default threads each) for the duration of the block; yields their
+    thread counts."""
+    env = {k: v for k, v in os.environ.items() if k not in _THREAD_VARS}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _BUSY], stdout=subprocess.PIPE, env=env, text=True)
+        for _ in range(processes)
+    ]
+    try:
+        threads = [p.stdout.readline().strip() if p.stdout is not None else "" for p in procs]
+        if not all(t.isdigit() for t in threads):
+            raise RuntimeError(f"a busy torch process did not start: {threads}")
+        yield [int(t) for t in threads]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def _median_step_ms(servo: Servo, current: np.ndarray, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        servo.step(current)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        servo.step(current)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def measure_under_load(
+    config: str, overrides: list[str], threads: list[int], iters: int, warmup: int, busy: int = 2
+) -> tuple[dict[int, tuple[float, float]], list[int]]:
+    """Median Servo.step ms on the CPU for each thread count, {threads: (idle ms, ms beside `busy` busy torch
+    processes)}, and the busy processes' thread counts.
+
+    Idle and loaded runs alternate per thread count, so a neighbour's load that comes and goes skews both alike.
+    """
+    servo, current = _servo(config, overrides, torch.device("cpu"))
+    out: dict[int, tuple[float, float]] = {}
+    busy_threads: list[int] = []
+    for n in threads:
+        set_torch_threads(n)
+        idle = _median_step_ms(servo, current, iters, warmup)
+        with busy_torch(busy) as started:
+            loaded = _median_step_ms(servo, current, iters, warmup)
+        out[n], busy_threads = (idle, loaded), started
+    return out, busy_threads
+
+
+def _load_table(args: argparse.Namespace, argv: list[str] | None) -> None:
+    threads = sorted({SERVO_AUTO_THREADS, *args.load_threads})
+    rows, busy = measure_under_load(args.load_config, args.overrides, threads, args.load_iters, args.warmup, args.busy)
+    print(
+        f"\nServo.step ({args.load_config}) on {usable_cpus()} usable CPUs, idle and beside {args.busy} busy torch "
+        f"processes (matmuls at their default threads: {busy}); median of {args.load_iters} steps"
+    )
+    print("| threads | idle ms | loaded ms | loaded / idle |")
+    print("|---|---|---|---|")
+    for n, (idle, loaded) in rows.items():
+        mark = " (Servo default)" if n == SERVO_AUTO_THREADS else ""
+        print(f"| {n}{mark} | {idle:.1f} | {loaded:.1f} | {loaded / idle:.2f}x |")
+    print(f"reproduce: python -m policy.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the table and the command that reproduces it."""
     p = argparse.ArgumentParser(prog="python -m policy.bench", description=__doc__)
@@ -112,8 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10, help="timed steps per config (default %(default)s)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--load-config", default="cpu", help="config of the idle/loaded table (default %(default)s)")
+    p.add_argument("--load-threads", type=int, nargs="*", default=[1, 2], help="thread counts of that table")
+    p.add_argument("--load-iters", type=int, default=20, help="timed steps per cell of that table")
+    p.add_argument("--busy", type=int, default=2, help="busy torch processes beside the loaded runs")
+    p.add_argument("--no-load", action="store_true", help="skip the idle/loaded table")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every config")
     args = p.parse_args(argv)
+    default_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -131,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['representation']:.1f} | {r['fine']:.1f} | {r['controller']:.1f} | {r['step']:.1f} | {r['fps']:.1f} |"
         )
     print(f"reproduce: python -m policy.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
+    if device.type == "cpu" and not args.no_load:
+        torch.set_num_threads(default_threads)
+        _load_table(args, argv)
     return 0
 
 

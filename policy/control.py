@@ -17,11 +17,13 @@ from sim.geometry import exp_se3, exp_so3, log_so3, rotation_angle, skew
 from sim.validate import as_array, as_pose, as_positive
 
 __all__ = [
+    "CNS_GAIN",
     "PoseEstimate",
     "SingularLawWarning",
     "clamp_velocity",
     "decompose_essential",
     "denormalize_velocity",
+    "executed_velocity",
     "exp_se3",
     "hybrid",
     "ibvs",
@@ -36,6 +38,8 @@ __all__ = [
 ]
 
 IbvsMode = Literal["current", "desired", "mean"]
+# CNS executes twice the commanded velocity; the benchmark, DAgger rollouts and Servo's `command` all use this gain.
+CNS_GAIN = 2.0
 # A hybrid law whose rotation block is this ill-conditioned would command huge, meaningless rotations.
 HYBRID_MAX_COND = 1e8
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from configs.schema import ServoConfig
+from policy.control import CNS_GAIN
 from policy.interface import Controller
 
 __all__ = ["ControllerSetup", "available_controllers", "make_controller", "register_controller"]
@@ -28,8 +29,9 @@ class ControllerSetup:
     """What a factory may use to build a controller; each takes what it needs and ignores the rest."""
 
     servo: ServoConfig | None = None  # speed limits for every controller; hybrid and awareness for CNSv2
-    stop_velocity: float = 0.005  # CNSv2 stops once |normalised velocity| stays below this ...
-    stop_steps: int = 10  # ... for this many steps
+    stop_velocity: float | None = None  # CNSv2's stop rule (eval.stop_*); None: servo.stop_* (the policy's own)
+    stop_steps: int | None = None
+    gain: float = CNS_GAIN  # CNSv2's command is gain x its velocity (the other controllers' loop applies it)
     load_policy: Callable[[], Any] | None = None  # returns the CNSv2 network; called only by a CNSv2 factory
     env: Any = None  # the simulator, for controllers that read ground truth (the benchmark's oracle)
 

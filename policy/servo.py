@@ -2,13 +2,21 @@
 
 `Servo(policy, desired_rgb, K, scene_scale)` encodes the desired image once; `step(rgb)` returns the camera velocity
 in real units: the network's normalised prediction, denormalised for the real camera and scene scale (Eq. 18-21),
-through the hybrid law (Eq. 24) until the image gravity centres meet, then PBVS (Sec. III.G), clamped.
+through the hybrid law (Eq. 24) until the image gravity centres meet, then PBVS (Sec. III.G), clamped. Each output
+also carries the twist to command (`command`: gain x the clamped velocity, the benchmark's execution) and whether
+the goal is reached (`arrived`: the benchmark's stop rule), so a robot loop is
+
+    servo = Servo(policy, desired_rgb, K, scene_scale=d_star)
+    while not (out := servo.step(camera.read_rgb())).arrived:
+        robot.send_camera_twist(out.command)
+
+The benchmark (`evaluation.episodes`) executes exactly these commands and stops on exactly this rule.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,9 +25,11 @@ from numpy.typing import ArrayLike
 from configs.schema import ServoConfig
 from policy.canonical_camera import CanonicalRemap
 from policy.control import (
+    CNS_GAIN,
     SingularLawWarning,
     clamp_velocity,
     denormalize_velocity,
+    executed_velocity,
     hybrid,
     pbvs_inverse,
 )
@@ -27,22 +37,27 @@ from policy.interface import ControlOutput
 from policy.network import CNSv2Policy, images_to_tensor
 from policy.registry import ControllerSetup, register_controller
 from policy.rotation import QUARTER_TURNS, turn_images, velocity_from_turned
+from runtime.threads import SERVO_AUTO_THREADS, resolve_threads, set_torch_threads
 from sim.camera import Camera
 from sim.validate import as_positive
 
 
 @dataclass(frozen=True)
 class ServoOutput:
-    """One control step. Gravity centres are pixels of the caller's image; velocities are camera-frame twists."""
+    """One control step. Gravity centres are pixels of the caller's image; velocities are twists of the current
+    camera in its own frame (OpenCV: x right, y down, z forward), linear part m/s, angular part rad/s."""
 
-    velocity: np.ndarray  # (6,) m/s and rad/s, clamped; zero when not ok
-    velocity_unit: np.ndarray  # (6,) the network's normalised prediction (unit world, lambda = 1)
+    velocity: np.ndarray  # (6,) the control law's twist, clamped to max_linear / max_angular; zero when not ok
+    velocity_unit: np.ndarray  # (6,) the network's normalised prediction (unit world, lambda = 1), never clamped
     mode: str  # "hybrid" or "pbvs"
     gravity_cur: np.ndarray  # (2,)
     gravity_des: np.ndarray  # (2,)
     confidence: float  # mean dual-softmax matching confidence, in [0, 1]
     ok: bool  # False when the network produced a non-finite output
     turn: int = 0  # quarter turns of the current image the network saw (policy.rot90), 0 otherwise
+    # (6,) the twist to send the robot: gain x velocity (policy.control.executed_velocity); zero when arrived or not ok
+    command: np.ndarray = field(default_factory=lambda: np.zeros(6))
+    arrived: bool = False  # |velocity_unit| < stop_velocity on each of the last stop_steps steps (all of them ok)
 
 
 def _check_image(rgb: np.ndarray, name: str) -> np.ndarray:
@@ -50,6 +65,11 @@ def _check_image(rgb: np.ndarray, name: str) -> np.ndarray:
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"{name}: expected a uint8 RGB image (H, W, 3), got {a.dtype} {a.shape}")
     return a
+
+
+def _check_stop_rule(stop_velocity: float, stop_steps: int) -> None:
+    if not stop_velocity >= 0 or isinstance(stop_steps, bool) or not isinstance(stop_steps, int) or stop_steps < 1:
+        raise ValueError(f"need stop_velocity >= 0 and stop_steps >= 1, got {stop_velocity} and {stop_steps}")
 
 
 def _unturn_patch(xy: np.ndarray, k: int, n: int) -> np.ndarray:
@@ -62,7 +82,43 @@ def _unturn_patch(xy: np.ndarray, k: int, n: int) -> np.ndarray:
 
 
 class Servo:
-    """Closed-loop visual servoing towards one desired image with a CNSv2 policy."""
+    """Closed-loop visual servoing towards one desired image with a CNSv2 policy.
+
+    Images are RGB (not OpenCV's BGR), uint8, (H, W, 3), in the camera's native size: the desired image fixes the
+    size, `K` (3, 3, pixels) must be the intrinsics of that size, and every current image must have the same size
+    (another is a ValueError). Any size and aspect works: both images are remapped to the camera the network was
+    trained on (square pixels, centred principal point, `policy.input_size`; a centre crop where the aspects differ),
+    and the focal-length change is part of the denormalisation. Do not resize images yourself without resizing K.
+
+    Outputs are twists of the current camera in its own frame (OpenCV: x right, y down, z forward): linear m/s,
+    angular rad/s. `scene_scale` is d*, the distance in metres from the desired camera to the scene it looks at
+    (the object or table centre). With `cfg.aware` (the default) the linear part scales with d* and the focal scale
+    (paper Eq. 18-21) while the angular part does not, so in PBVS mode a wrong d* changes the speed of the approach,
+    not its direction. Unaware (`cfg.aware: false`), the unit world's velocity is used as is (d* = 1, f = W).
+
+    Args:
+        policy: the network (`policy.load_pretrained("cnsv2-cpu")[0]`, `policy.load_checkpoint`); put in eval mode.
+        desired_rgb: the goal image, uint8 (H, W, 3) RGB.
+        K: (3, 3) intrinsics of the camera, for images of size (W, H).
+        scene_scale: d* in metres, > 0.
+        cfg: the servo settings (hybrid law, awareness, speed limits); default the policy's own `policy.servo`.
+        gain: `command` = gain x `velocity`; 2 is what the benchmark executes (CNS), and what the policy was
+            trained and evaluated with.
+        max_linear, max_angular: `velocity` is scaled down (as a whole twist) to |v| <= max_linear m/s and
+            |w| <= max_angular rad/s; default `cfg.max_linear`, `cfg.max_angular`. `command` is then at most
+            gain x these.
+        stop_velocity, stop_steps: the stop rule, the same as the benchmark's: `arrived` once |velocity_unit| <
+            stop_velocity on stop_steps consecutive steps. None: `cfg.stop_velocity`, `cfg.stop_steps`, which a
+            trained policy carries in its checkpoint (calibrated with `python -m evaluation.openloop --stop`; 0.03
+            and 10 for the shipped cnsv2-cpu). It is on the unit-world prediction, so it does not depend on d*, K or
+            the gain.
+        threads: torch intra-op threads for this process (a process-wide setting, applied here); None: `cfg.threads`;
+            0: automatic, `runtime.threads.SERVO_AUTO_THREADS` (1: beside other busy processes more threads only wait
+            for each other).
+
+    Raises ValueError for a non-uint8 or non-RGB image, a non-positive scene_scale, gain or limit, or a bad stop
+    rule or thread count.
+    """
 
     def __init__(
         self,
@@ -72,9 +128,24 @@ class Servo:
         scene_scale: float,
         *,
         cfg: ServoConfig | None = None,
+        gain: float = CNS_GAIN,
+        max_linear: float | None = None,
+        max_angular: float | None = None,
+        stop_velocity: float | None = None,
+        stop_steps: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.policy = policy.eval()
         self.cfg = cfg if cfg is not None else policy.cfg.servo
+        self.gain = as_positive(gain, "gain")
+        self.max_linear = as_positive(self.cfg.max_linear if max_linear is None else max_linear, "max_linear")
+        self.max_angular = as_positive(self.cfg.max_angular if max_angular is None else max_angular, "max_angular")
+        stop_velocity = self.cfg.stop_velocity if stop_velocity is None else stop_velocity
+        stop_steps = self.cfg.stop_steps if stop_steps is None else stop_steps
+        _check_stop_rule(stop_velocity, stop_steps)
+        self.stop_velocity, self.stop_steps = float(stop_velocity), int(stop_steps)
+        requested = self.cfg.threads if threads is None else threads
+        self.threads = set_torch_threads(resolve_threads(requested, default=SERVO_AUTO_THREADS))
         self.device = next(policy.parameters()).device
         des = _check_image(desired_rgb, "desired_rgb")
         self.image_size = (des.shape[1], des.shape[0])
@@ -95,14 +166,17 @@ class Servo:
         self.restart()
 
     def restart(self) -> None:
-        """Forget the episode so far (the quarter turn in use, the latch to PBVS, the step count), keeping the goal.
+        """Forget the episode so far (the quarter turn in use, the latch to PBVS, the step count, the stop count),
+        keeping the goal.
 
         A new episode towards the same desired image, or independent frames scored one by one (open-loop probes),
-        must not inherit the turn hysteresis or the latch of earlier frames; the desired image stays encoded.
+        must not inherit the turn hysteresis, the latch or the stop count of earlier frames; the desired image stays
+        encoded.
         """
         self.pbvs_latched = not self.cfg.hybrid
         self.turn: int | None = None  # the quarter turn in use (policy.rot90)
         self.steps = 0
+        self.below_stop = 0  # consecutive ok steps with |velocity_unit| < stop_velocity
 
     def _to_caller_px(self, g_patch: np.ndarray) -> np.ndarray:
         # Patch centre (i + 0.5) * p - 0.5 in network pixels, then through the remap back to the caller's image.
@@ -112,7 +186,8 @@ class Servo:
 
     @torch.inference_mode()
     def step(self, rgb: np.ndarray) -> ServoOutput:
-        """Return the velocity that moves the camera towards the desired view, from the current image."""
+        """The velocity that moves the camera towards the desired view, from the current image (uint8 RGB, the
+        desired image's size), the command to send and whether the goal is reached; see the class docstring."""
         cur = _check_image(rgb, "rgb")
         if (cur.shape[1], cur.shape[0]) != self.image_size:
             w, h = self.image_size
@@ -143,6 +218,7 @@ class Servo:
         gc_px, gd_px = self._to_caller_px(g_cur), self._to_caller_px(g_des)
         if not (np.all(np.isfinite(v_unit)) and np.all(np.isfinite(g_cur)) and np.all(np.isfinite(g_des))):
             mode = "pbvs" if self.pbvs_latched else "hybrid"
+            self.below_stop = 0
             return ServoOutput(np.zeros(6), v_unit, mode, gc_px, gd_px, conf, False, turn)
 
         d, sf = (self.scene_scale, self.focal_scale) if self.cfg.aware else (1.0, 1.0)
@@ -153,8 +229,11 @@ class Servo:
         vel, mode = v_pbvs, "pbvs"
         if not self.pbvs_latched:
             vel, mode = self._hybrid(v_pbvs, d, g_cur, g_des)
-        vel = clamp_velocity(vel, self.cfg.max_linear, self.cfg.max_angular)
-        return ServoOutput(vel, v_unit, mode, gc_px, gd_px, conf, True, turn)
+        vel = clamp_velocity(vel, self.max_linear, self.max_angular)
+        self.below_stop = self.below_stop + 1 if float(np.linalg.norm(v_unit)) < self.stop_velocity else 0
+        arrived = self.below_stop >= self.stop_steps
+        command = np.zeros(6) if arrived else executed_velocity(vel, self.gain, self.max_linear, self.max_angular)
+        return ServoOutput(vel, v_unit, mode, gc_px, gd_px, conf, True, turn, command, arrived)
 
     def _hybrid(self, v_pbvs: np.ndarray, d: float, g_cur: np.ndarray, g_des: np.ndarray) -> tuple[np.ndarray, str]:
         T = pbvs_inverse(v_pbvs)
@@ -175,8 +254,9 @@ class Servo:
 class ServoController:
     """CNSv2 behind the controller interface (`policy.interface`: `reset`, then `step(rgb) -> ControlOutput`).
 
-    Stop rule (no ground truth): the network's normalised velocity, |(v, w)| in the unit world, stays below
-    `stop_velocity` for `stop_steps` consecutive steps. A non-finite network output is reported as not ok.
+    A thin adapter: the stop signal is `Servo`'s `arrived` and the command to execute is `Servo`'s `command` (gain
+    and limits applied), so the benchmark stops and moves exactly as a robot loop over `Servo` does. A non-finite
+    network output is reported as not ok.
     """
 
     def __init__(
@@ -185,33 +265,35 @@ class ServoController:
         cfg: ServoConfig | None = None,
         *,
         name: str = "cnsv2",
-        stop_velocity: float = 0.005,
-        stop_steps: int = 10,
+        stop_velocity: float | None = None,
+        stop_steps: int | None = None,
+        gain: float = CNS_GAIN,
     ) -> None:
-        if not stop_velocity >= 0 or stop_steps < 1:
-            raise ValueError(f"need stop_velocity >= 0 and stop_steps >= 1, got {stop_velocity} and {stop_steps}")
+        servo_cfg = cfg if cfg is not None else policy.cfg.servo
+        stop_velocity = servo_cfg.stop_velocity if stop_velocity is None else stop_velocity
+        stop_steps = servo_cfg.stop_steps if stop_steps is None else stop_steps
+        _check_stop_rule(stop_velocity, stop_steps)
         self.policy, self.cfg, self.name = policy, cfg, name
         self.stop_velocity, self.stop_steps = float(stop_velocity), int(stop_steps)
+        self.gain = as_positive(gain, "gain")
         self.servo: Servo | None = None
-        self._below = 0
 
     def reset(self, desired_rgb: np.ndarray, K: np.ndarray, scene_scale: float) -> None:
-        """Encode the desired image once and clear the stop counter."""
-        self.servo = Servo(self.policy, desired_rgb, K, scene_scale, cfg=self.cfg)
-        self._below = 0
+        """Encode the desired image once (a fresh `Servo`, so the stop count starts at 0)."""
+        self.servo = Servo(
+            self.policy, desired_rgb, K, scene_scale, cfg=self.cfg, gain=self.gain,
+            stop_velocity=self.stop_velocity, stop_steps=self.stop_steps,
+        )  # fmt: skip
 
     def step(self, rgb: np.ndarray) -> ControlOutput:
-        """One network step: the velocity in real units, and the stop signal."""
+        """One network step: the velocity in real units, the command to execute and the stop signal."""
         if self.servo is None:
             raise RuntimeError("ServoController: call reset(desired_rgb, K, scene_scale) first")
         out = self.servo.step(rgb)
         info = {"mode": out.mode, "confidence": out.confidence, "velocity_unit": out.velocity_unit, "turn": out.turn}
         if not out.ok:
-            self._below = 0
-            return ControlOutput(out.velocity, False, False, {**info, "reason": "non-finite network output"})
-        small = float(np.linalg.norm(out.velocity_unit)) < self.stop_velocity
-        self._below = self._below + 1 if small else 0
-        return ControlOutput(out.velocity, self._below >= self.stop_steps, True, info)
+            info["reason"] = "non-finite network output"
+        return ControlOutput(out.velocity, out.arrived, out.ok, info, command=out.command)
 
 
 def _cnsv2(setup: ControllerSetup, name: str, hybrid: bool) -> ServoController:
@@ -219,7 +301,9 @@ def _cnsv2(setup: ControllerSetup, name: str, hybrid: bool) -> ServoController:
         raise ValueError(f"controller {name!r} needs the network: ControllerSetup(load_policy=...)")
     policy = setup.load_policy()
     servo = (setup.servo or policy.cfg.servo).model_copy(update={"hybrid": hybrid})
-    return ServoController(policy, servo, name=name, stop_velocity=setup.stop_velocity, stop_steps=setup.stop_steps)
+    return ServoController(
+        policy, servo, name=name, stop_velocity=setup.stop_velocity, stop_steps=setup.stop_steps, gain=setup.gain
+    )
 
 
 @register_controller("cnsv2")

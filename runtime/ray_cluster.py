@@ -3,8 +3,10 @@ Ray otherwise, and the render-backend check that runs before Ray starts."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 from typing import Any
 
 from configs.schema import Config
@@ -12,6 +14,60 @@ from sim.mujoco_gl import choose_platform
 from sim.render import check_backend
 
 NAMESPACE = "cnsv2"  # every job's actors live here, so the trainer finds the DAgger actors by name
+
+# Lines that Ray's own actors print on every run and that no user can act on, dropped from what the workers forward
+# to this terminal (the same lines stay in Ray's session logs). `RAY_DEDUP_LOGS=0` shows everything again.
+RAY_CHATTER = (
+    # Ray Train's PlacementGroupCleaner asks the State API, which needs the dashboard a local Ray here does not start,
+    # once a second: the cleaner only matters when a driver dies without shutting Ray down.
+    r"Failed to query Ray Train Controller actor state",
+    # Ray Train's own PreemptionWatcher actor, logged at ERROR level by Ray's core worker about Ray's own code.
+    r"Actor with class name: 'PreemptionWatcher'.*constructor arguments in the object store",
+    # Every ray.train.report() as a 500-character dict. Ray Train's LoggingConfig cannot drop it: its logger is named
+    # after the file path, not `ray.train.*`. The driver's progress bar shows the same numbers.
+    r"Reporting training result \d+: TrainingReport\(",
+)
+
+
+def chatter_pattern() -> str:
+    """The regular expression of `RAY_CHATTER` lines, plus the user's own `$RAY_DEDUP_LOGS_SKIP_REGEX` if set."""
+    own = os.environ.get("RAY_DEDUP_LOGS_SKIP_REGEX")
+    return "|".join(f"(?:{p})" for p in (*RAY_CHATTER, *([own] if own else [])))
+
+
+def is_chatter(line: str) -> bool:
+    """Whether a forwarded worker log line is Ray's internal chatter that the terminal does not show."""
+    return re.search(chatter_pattern(), line) is not None
+
+
+class _TokenAuthOn(logging.Filter):
+    """Drops Ray's warning that a new local Ray turned token authentication on: the secure default, nothing to do.
+    (Setting RAY_AUTH_MODE=token to avoid it makes Ray 2.60 skip creating the token, and the local Ray fails.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+def quiet_ray_driver() -> None:
+    """Drop `RAY_CHATTER` from the worker lines this driver prints; everything else (errors, warnings, prints of our
+    own actors) still reaches the terminal.
+
+    Ray's documented knob is `$RAY_DEDUP_LOGS_SKIP_REGEX`, but Ray reads it once, when `ray` is first imported (in
+    tests and the pipeline before any of our code runs), into the driver's two log deduplicators; so the pattern goes
+    into those. A Ray without them prints the chatter: noise, not a failure.
+    """
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenAuthOn) for f in auth.filters):
+        auth.addFilter(_TokenAuthOn())
+    try:
+        from ray._private import ray_logging
+    except ImportError:
+        return
+    skip = re.compile(chatter_pattern())
+    for name in ("stdout_deduplicator", "stderr_deduplicator"):
+        dedup = getattr(ray_logging, name, None)
+        if dedup is not None and hasattr(dedup, "skip_re"):
+            dedup.skip_re = skip
 
 
 def check_local_backend(cfg: Config) -> None:
@@ -89,9 +145,14 @@ def init_ray(cfg: Config, env_vars: dict[str, str] | None = None, min_cpus: floa
     platform = choose_platform()  # probe GL once here; the workers inherit the answer
     env = {"MUJOCO_GL": platform, "PYOPENGL_PLATFORM": platform, **(env_vars or {})}
     address = cfg.datagen.ray_address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "runtime_env": {"env_vars": env}, "log_to_driver": True}
+    # log_to_driver: our actors' warnings and errors must reach the terminal; quiet_ray_driver drops Ray's chatter.
+    # logging_level: the driver's own "Started a local Ray instance" and the like are INFO.
+    kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True, "logging_level": logging.WARNING}
     if address is None:
         cpus = cfg.datagen.num_cpus or os.cpu_count() or 1
         kwargs.update(num_cpus=max(cpus, math.ceil(min_cpus)), include_dashboard=False)
-    ray.init(address=address, **kwargs)
+        # No node of a local Ray is ever preempted: Ray Train's watcher would only add an actor and a logged error.
+        env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    quiet_ray_driver()
+    ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
     return True

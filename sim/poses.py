@@ -116,7 +116,7 @@ def sample_orbit(rng: np.random.Generator, wTd: ArrayLike, rotation_deg: tuple[f
     """Draw wTc on the orbit through wTd about the point d* ahead (`orbit_pose`), the angle log-uniform.
 
     The axis is uniform among those normal to the optical axis. TE/RE is about 1 d* per radian there: the ambiguity in
-    which a coarse matcher stops short of the goal (README, "The CPU recipe"); `sample_near` almost never draws it.
+    which a coarse matcher stops short of the goal (docs/cpu-recipe.md); `sample_near` almost never draws it.
     """
     T = as_array(wTd, (4, 4), "wTd")
     z = T[:3, 2]

@@ -17,9 +17,9 @@ LAYERS = ["file_io", "configs", "shards", "sim", "assets", "runtime", "policy", 
 # files. configs (plain data) and assets (meshes and textures) are leaves below sim: the scene sampler in sim draws
 # from the asset catalogue. shards (the dataset contract) is a leaf beside configs: datagen writes through it and
 # training reads through it, so neither needs the other's internals, and nothing below datagen knows about datasets.
-# runtime (Ray start-up, backend checks, the W&B mode) sits above sim and below every job that starts Ray, so none
-# of those jobs imports another for it. evaluation sits beside training: it measures checkpoints with sim and policy,
-# and neither imports the other.
+# runtime (Ray start-up, backend checks, the W&B mode, thread counts) sits above sim and below policy and every job
+# that starts Ray, so none of those jobs imports another for it; policy uses it only for Servo's thread count.
+# evaluation sits beside training: it measures checkpoints with sim and policy, and neither imports the other.
 ALLOWED = {
     "file_io": set(),
     "configs": {"file_io"},
@@ -27,7 +27,7 @@ ALLOWED = {
     "shards": {"file_io", "configs"},
     "sim": {"file_io", "configs", "assets"},
     "runtime": {"file_io", "configs", "sim"},
-    "policy": {"file_io", "configs", "sim"},
+    "policy": {"file_io", "configs", "sim", "runtime"},
     "datagen": {"file_io", "configs", "sim", "assets", "runtime", "policy", "shards"},
     "training": {"file_io", "configs", "sim", "assets", "runtime", "policy", "datagen", "shards"},
     "evaluation": {"file_io", "configs", "sim", "assets", "runtime", "policy"},
@@ -76,3 +76,17 @@ def test_light_packages_do_not_load_heavy_backends() -> None:
 def test_the_training_stream_reads_datasets_through_shards_not_datagen() -> None:
     imported = _imported_packages(ROOT / "training" / "dataset.py")
     assert "shards" in imported and "datagen" not in imported
+
+
+@pytest.mark.integration
+def test_the_cnn_policy_and_servo_do_not_import_timm() -> None:
+    # timm costs ~11 s to import; the CNN backbone and the attention layers need none of it.
+    code = (
+        "import sys, policy\n"
+        "from policy import Servo, build_policy\n"
+        "from configs import load_config\n"
+        "build_policy(load_config('smoke').policy)\n"
+        "print('timm' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     t0 = time.time()
-    run_training(cfg, followed)
+    run_training(cfg, followed, show_progress=True)
     print(summary_line(cfg, time.time() - t0))
     return 0
 
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 def summary_line(cfg: object, seconds: float) -> str:
     """Steps, final losses, the newest checkpoint and where everything went."""
     from policy.checkpoint import latest_checkpoint
+    from runtime.tracking import describe_wandb_run, wandb_mode, wandb_run_dir
+    from training.dashboard import wandb_run_id
     from training.trainer import run_dir
 
     out = run_dir(cfg)  # type: ignore[arg-type]
@@ -63,10 +65,11 @@ def summary_line(cfg: object, seconds: float) -> str:
     val = next((r for r in reversed(rows) if "val/loss" in r), {})
     ckpt = latest_checkpoint(cfg.train.checkpoints)  # type: ignore[attr-defined]
     nan = float("nan")
+    wandb = describe_wandb_run(wandb_mode(cfg.train.wandb), wandb_run_dir(out, wandb_run_id(cfg, out)))  # type: ignore[attr-defined,arg-type]
     return (
         f"training: step {last.get('step', 0)}, loss {last.get('train/loss', nan):.4f}, "
         f"val loss {val.get('val/loss', nan):.4f}, {last.get('train/samples_per_s', nan):.1f} samples/s, "
-        f"{seconds:.0f} s; checkpoint {ckpt}; curves {out / 'loss_curve.png'}"
+        f"{seconds:.0f} s; checkpoint {ckpt}; metrics, samples/ and curves in {out}; {wandb}"
     )
 
 

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from configs.schema import Config
+from file_io import atomic_path
 from runtime.tracking import wandb_mode
+
+
+def wandb_run_id(cfg: Config, run_dir: Path) -> str:
+    """The W&B run id of a training run folder: stable, so that a resumed run continues the same W&B run and the
+    driver finds its folder (`<run_dir>/wandb/*run-*-<id>`)."""
+    return f"{cfg.run.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
 
 
 class Dashboard:
@@ -25,13 +32,11 @@ class Dashboard:
         if mode != "disabled":
             import wandb
 
-            # A stable id lets a resumed run continue the same W&B run.
-            run_id = f"{cfg.run.name}-{hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
             self.wandb = wandb.init(
                 project=cfg.train.wandb.project,
                 entity=cfg.train.wandb.entity,
                 name=cfg.run.name,
-                id=run_id,
+                id=wandb_run_id(cfg, run_dir),
                 resume="allow",
                 dir=str(run_dir),
                 mode=mode,
@@ -74,25 +79,16 @@ class Dashboard:
         rows = [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
         if not rows:
             return None
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in ("train/loss", "train/norm", "train/direction", "train/aux_match", "val/loss"):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), label=key, marker="o" if key.startswith("val") else None)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        fig = loss_figure(rows)
         out = self.run_dir / "loss_curve.png"
         fig.tight_layout()
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
+        try:
+            with atomic_path(out) as tmp:  # read while training runs (W&B, a user's viewer): never half-written
+                fig.savefig(tmp, dpi=100, format="png")
+        finally:
+            plt.close(fig)
         if self.wandb is not None:
             import wandb
 
@@ -115,3 +111,34 @@ class Dashboard:
         self.loss_curve()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+LOSSES = ("train/loss", "train/norm", "train/direction", "train/aux_match", "val/loss")
+
+
+def loss_figure(rows: list[dict[str, Any]]) -> Any:
+    """The loss curve of metrics rows on a log axis. A loss that is never positive (`train/aux_match` when the loss is
+    off) has no point on a log axis, so it is named in the legend's title instead of getting an entry with no line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    hidden = []
+    for key in LOSSES:
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if not pts:
+            continue
+        if not any(np.isfinite(v) and v > 0 for _, v in pts):
+            hidden.append(key)
+            continue
+        ax.plot(*zip(*pts, strict=True), label=key, marker="o" if key.startswith("val") else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    title = f"not drawn, 0 throughout: {', '.join(hidden)}" if hidden else None
+    if ax.get_lines() or hidden:
+        ax.legend(title=title, title_fontsize=8)
+    return fig

@@ -14,6 +14,7 @@ Zarr 3 does its I/O on an asyncio loop in a background thread, and that loop doe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 
 from configs.schema import DataConfig
 from policy.rotation import draw_quarter_turn, rotate_label, rotate_match_grid, turn_image
+from runtime.threads import resolve_threads, set_torch_threads
 from shards import DamagedShardError, DatasetReader, ShardError, ShardMeta
 from sim.geometry import relative_pose, rotation_angle
 
@@ -478,9 +480,14 @@ def collate(samples: list[dict]) -> dict[str, Tensor]:
     return {key: default_collate([sample[key] for sample in samples]) for key in keys}
 
 
-def _init_worker(worker_id: int) -> None:
-    # Loader workers each do one sample at a time: torch's intra-op threads only contend (measured 2-3x slower).
-    torch.set_num_threads(1)
+def _init_worker(threads: int, worker_id: int) -> None:
+    set_torch_threads(threads)
+
+
+def loader_threads(cfg: DataConfig) -> int:
+    """Torch threads of each loader worker: `data.threads`, automatically 1 (each worker does one sample at a time,
+    so more intra-op threads only contend: measured 2-3x slower)."""
+    return resolve_threads(cfg.threads, default=1)
 
 
 def make_loader(
@@ -499,7 +506,8 @@ def make_loader(
     extra: dict[str, Any] = {}
     if cfg.workers > 0:
         # spawn: a forked child would inherit zarr's asyncio I/O thread in whatever state it was, and can deadlock.
-        extra = {"multiprocessing_context": "spawn", "persistent_workers": True, "worker_init_fn": _init_worker}
+        init = functools.partial(_init_worker, loader_threads(cfg))
+        extra = {"multiprocessing_context": "spawn", "persistent_workers": True, "worker_init_fn": init}
     return DataLoader(
         dataset, batch_size=batch_size, num_workers=cfg.workers, collate_fn=collate, pin_memory=False, **extra
     )
@@ -512,6 +520,7 @@ __all__ = [
     "ShardStream",
     "collate",
     "count_shards",
+    "loader_threads",
     "make_loader",
     "split_of_scene",
     "wait_for_shards",

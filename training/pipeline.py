@@ -14,16 +14,16 @@ from configs import add_config_arguments, config_from_args, with_absolute_paths
 from configs.schema import Config
 
 
-def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object]:
-    """Run producers and trainer together; returns counts per producer and of DAgger samples from pushed policies."""
-    import ray
+def run_pipeline(cfg: Config, settle_timeout: float = 300.0, show_progress: bool = False) -> dict[str, object]:
+    """Run producers and trainer together; returns counts per producer and of DAgger samples from pushed policies.
 
+    `show_progress`: the trainer's progress bar (see `training.progress`)."""
     from datagen.dagger import weights_by_push
     from datagen.producer import open_writer
     from datagen.runner import preflight, requested_cpus, start_producers
     from policy.checkpoint import resume_point
     from runtime.ray_cluster import init_ray
-    from runtime.tracking import wandb_mode
+    from runtime.tracking import wandb_env
     from shards import DatasetReader
     from training.trainer import check_input_size, run_training
 
@@ -32,14 +32,16 @@ def run_pipeline(cfg: Config, settle_timeout: float = 300.0) -> dict[str, object
     cfg = with_absolute_paths(cfg)
     resume_point(cfg.train.checkpoints, cfg.policy)  # a checkpoint that cannot be resumed stops us before any work
     open_writer(cfg)
-    env = {"WANDB_MODE": wandb_mode(cfg.train.wandb), "WANDB_SILENT": "true"}
+    import ray
+
+    env = wandb_env(cfg.train.wandb)
     started = init_ray(cfg, env, min_cpus=requested_cpus(cfg, trainer=True))
     try:
         actors = start_producers(cfg)
         hemi_runs = [a.run.remote() for a in actors["hemisphere"]]
         # DAgger collects datagen.dagger.samples per round, i.e. per pushed policy, until training ends.
         dagger_runs = [a.run.remote(per_round=True) for a in actors["dagger"]]
-        run_training(cfg)  # blocks; DAgger receives weights every train.push_every steps
+        run_training(cfg, show_progress=show_progress)  # blocks; DAgger gets weights every train.push_every steps
         reader = DatasetReader(cfg.datagen.root)
         deadline = time.time() + settle_timeout
         # Let DAgger finish at least one shard with a pushed policy before stopping it.
@@ -77,15 +79,29 @@ def main(argv: list[str] | None = None) -> int:
     from sim.asset_catalogue import AssetFolderError
     from sim.isaac_backend import IsaacUnavailable
     from training.__main__ import summary_line
+    from training.trainer import already_trained, check_input_size
 
+    try:  # the config checks that need no folder; a run already at its target stops here, before Ray
+        check_input_size(cfg)
+        done = already_trained(cfg)
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if done is not None:
+        path, step = done
+        print(
+            f"pipeline: already at step {step} of {cfg.train.steps} (checkpoint {path}); nothing to do — raise "
+            "train.steps to continue"
+        )
+        return 0
     t0 = time.time()
     try:
-        counts = run_pipeline(cfg)
+        counts = run_pipeline(cfg, show_progress=True)
     except (IsaacUnavailable, AssetFolderError, ConnectionError, ShardError) as err:  # the checks before Ray starts
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(
         f"pipeline: hemisphere {counts['hemisphere']} + dagger {counts['dagger']} samples "
-        f"({counts['dagger_from_policy']} from pushed policies); " + summary_line(cfg, time.time() - t0)
+        f"({counts['dagger_from_policy']} from pushed policies) in {cfg.datagen.root}; "
+        + summary_line(cfg, time.time() - t0)
     )
     return 0
 

@@ -23,6 +23,7 @@ from configs import Followed, save_config, with_absolute_paths
 from configs.schema import Config, TrainConfig
 from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint
 from policy.losses import policy_loss
+from runtime.threads import resolve_threads, set_torch_threads
 from training.schedule import lr_factor
 
 TRAIN_DIR = "ray_train"
@@ -279,6 +280,8 @@ def train_loop(config: dict[str, Any]) -> None:
 
     cfg = Config.model_validate(config["cfg"])
     t = cfg.train
+    # The worker's Ray reservation, less one CPU per loader process that runs beside it.
+    set_torch_threads(resolve_threads(t.threads, cpus=t.cpus_per_worker, reserved=cfg.data.workers))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -334,13 +337,15 @@ def already_trained(cfg: Config) -> tuple[Path, int] | None:
     return (path, step) if step >= cfg.train.steps else None
 
 
-def run_training(cfg: Config, followed: Followed | None = None) -> Any:
+def run_training(cfg: Config, followed: Followed | None = None, show_progress: bool = False) -> Any:
     """Train with Ray Train on the configured dataset root; returns the Ray Train result.
 
     `followed` (how the config followed its dataset, `configs.follow_data`) is written as comments at the top of
-    train_config.yaml and into every checkpoint's metadata, with the asset sources and split counts."""
+    train_config.yaml and into every checkpoint's metadata, with the asset sources and split counts.
+    `show_progress`: a progress bar (step, loss, samples/s, ETA) from rank 0's metrics.jsonl while training runs."""
     from runtime.ray_cluster import check_ray_address, init_ray
-    from runtime.tracking import wandb_mode
+    from runtime.tracking import wandb_env
+    from training.progress import training_progress
 
     cfg = with_absolute_paths(cfg)
     check_input_size(cfg)
@@ -351,10 +356,10 @@ def run_training(cfg: Config, followed: Followed | None = None) -> Any:
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out, "train_config.yaml", notes=followed.notes() if followed is not None else ())
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    env = {"WANDB_MODE": wandb_mode(cfg.train.wandb), "WANDB_SILENT": "true"}
+    env = wandb_env(cfg.train.wandb)
     started = init_ray(cfg, env, min_cpus=t.workers * t.cpus_per_worker)
     try:
         trainer = TorchTrainer(
@@ -369,9 +374,13 @@ def run_training(cfg: Config, followed: Followed | None = None) -> Any:
                 name=f"{cfg.run.name}-train",
                 storage_path=str((out / TRAIN_DIR).resolve()),
                 worker_runtime_env={"env_vars": env},
+                # Ray Train's INFO lines (worker group start-up, every report's metrics dict) are its own progress
+                # log; the driver shows a progress bar from metrics.jsonl instead. Its warnings still show.
+                logging_config=LoggingConfig(log_level="WARNING"),
             ),
         )
-        return trainer.fit()
+        with training_progress(cfg, out / "metrics.jsonl", enabled=show_progress):
+            return trainer.fit()
     finally:
         if started:
             import ray

@@ -58,3 +58,30 @@ def test_the_controller_stop_ends_the_episode_and_failure_is_measured(env: Servo
     assert ep.steps == 3 and not ep.success  # it never moved, so the initial error remains
     te, re = env.pose_error()
     assert ep.te_m == te and ep.re_deg == re and ep.initial_re_deg == pytest.approx(re)
+
+
+def test_cnsv2_episodes_execute_servos_command_and_stop_on_its_arrival(env: ServoEnv, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from policy import build_policy
+    from policy.servo import Servo, ServoController
+
+    cfg = small_config("policy.servo.hybrid=false")
+    ctrl = ServoController(build_policy(cfg.policy), cfg.policy.servo, stop_velocity=1e9, stop_steps=4)
+    commands, executed = [], []
+    real_step, env_step = Servo.step, env.step
+
+    def servo_step(self, rgb):  # type: ignore[no-untyped-def]
+        out = real_step(self, rgb)
+        commands.append(out.command)
+        return out
+
+    def spy(vel, dt=None):  # type: ignore[no-untyped-def]
+        executed.append(np.asarray(vel))
+        return env_step(vel, dt)
+
+    monkeypatch.setattr(Servo, "step", servo_step)
+    monkeypatch.setattr(env, "step", spy)
+    # gain 5 here would differ from the Servo's (2): the episode runs what Servo commands, not its own product.
+    ep = run_episode(env, ctrl, seed=2, gain=5.0, limits=(0.5, 1.0))
+    assert ep.reason == "stop" and ep.steps == 3  # every unit velocity counts as small: arrived on step 4
+    assert len(executed) == 3 and all(np.array_equal(a, b) for a, b in zip(executed, commands, strict=False))
+    assert any(np.any(c) for c in executed)

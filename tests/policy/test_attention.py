@@ -6,7 +6,7 @@ import pytest
 import torch
 from timm.layers import apply_rot_embed_cat
 
-from policy.attention import FeatureTransformer, GridRope
+from policy.attention import FeatureTransformer, GridRope, Mlp, apply_rope, rope_table
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +50,20 @@ def test_feature_transformer_treats_both_images_alike() -> None:
     torch.testing.assert_close(fa, ga, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fb, gb, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(fa, a)
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "head_dim", "temperature"), [(6, 7, 32, 100.0), (16, 16, 32, 100.0), (3, 5, 64, 1e4)]
+)
+def test_rope_and_mlp_are_timms_exactly(h: int, w: int, head_dim: int, temperature: float) -> None:
+    from timm.layers import Mlp as TimmMlp
+    from timm.layers import RotaryEmbeddingCat
+
+    ours = rope_table(h, w, head_dim, temperature)
+    theirs = RotaryEmbeddingCat(head_dim, in_pixels=False, temperature=temperature).get_embed(shape=[h, w])
+    assert torch.equal(ours, theirs)
+    x = torch.randn(2, 4, h * w, head_dim)
+    assert torch.equal(apply_rope(x, ours), apply_rot_embed_cat(x, theirs))
+    timm_mlp, mlp = TimmMlp(head_dim, 2 * head_dim), Mlp(head_dim, 2 * head_dim)
+    mlp.load_state_dict(timm_mlp.state_dict())  # same parameter names: checkpoints are unchanged
+    assert torch.equal(mlp(x), timm_mlp(x))

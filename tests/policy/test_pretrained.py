@@ -62,7 +62,7 @@ def test_it_points_along_the_pbvs_label_on_held_out_pairs(shipped, suite_cfg) ->
 
     scores = open_loop_scores(shipped[0], suite_cfg, [SEED + i for i in range(PAIRS)])
     summary = scores.summary()
-    # Floors set below what was measured on these 40 pairs (see README, "The shipped policy").
+    # Floors set below what was measured on these 40 pairs (see docs/cpu-recipe.md).
     assert summary["median_cos"] > MEDIAN_COS_FLOOR, summary
     assert summary["turn_accuracy"] > TURN_ACCURACY_FLOOR, summary
 
@@ -138,7 +138,7 @@ def test_it_sees_the_orbit_where_translation_and_tilt_nearly_cancel(shipped, sui
     from evaluation.openloop import ambiguity_probe
 
     probe = ambiguity_probe(shipped[0], suite_cfg, [SEED + i for i in range(8)])
-    stop = suite_cfg.eval.stop_velocity
+    stop = shipped[0].cfg.servo.stop_velocity  # the calibrated rule the policy carries (0.03)
     o3, o10 = probe[("orbit", 3.0)], probe[("orbit", 10.0)]
     print(f"orbit 3°: cos {o3[:, 2].round(2)}; orbit 10°: |v| {o10[:, 0].round(3)}, cos {o10[:, 2].round(2)}")
     assert np.median(o3[:, 2]) > 0.5
@@ -146,3 +146,10 @@ def test_it_sees_the_orbit_where_translation_and_tilt_nearly_cancel(shipped, sui
     # It still sees the unambiguous motions of the same size, and never stops there.
     for kind in ("lateral", "tilt"):
         assert np.all(probe[(kind, 10.0)][:, 0] > stop)
+
+
+@pytest.mark.unit
+def test_the_shipped_policy_carries_its_calibrated_stop_rule() -> None:
+    # Evaluated with |v| < 0.03 for 10 steps (MODEL_CARD.md); a robot's Servo must stop the same way by default.
+    policy, _ = load_pretrained("cnsv2-cpu")
+    assert (policy.cfg.servo.stop_velocity, policy.cfg.servo.stop_steps) == (0.03, 10)

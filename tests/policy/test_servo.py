@@ -144,3 +144,94 @@ def test_rot90_runs_the_four_turns_keeps_the_most_confident_and_maps_the_velocit
     servo.restart()
     assert servo.steps == 0 and servo.turn is None
     assert servo.step(cur).turn == 1
+
+
+def _fixed_unit_velocity(monkeypatch, policy, unit: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Make the network predict `unit` (normalised, unit world) for every image."""
+    original = type(policy).forward
+
+    def fixed(self, c, d):  # type: ignore[no-untyped-def]
+        out = original(self, c, d)
+        out.vel = torch.as_tensor(unit, dtype=out.vel.dtype).expand_as(out.vel).clone()
+        return out
+
+    monkeypatch.setattr(type(policy), "forward", fixed)
+
+
+def test_arrival_is_the_stop_rule_on_the_unit_velocity_not_the_real_one(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.hybrid=false", "policy.servo.max_linear=1e3", "policy.servo.max_angular=1e3")
+    _fixed_unit_velocity(monkeypatch, policy, np.array([0.003, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    # d* = 100: the real velocity, 0.3 m/s, is far above stop_velocity; the unit one, 0.003, is below it.
+    servo = Servo(policy, des, K, scene_scale=100.0, stop_velocity=0.005, stop_steps=3, gain=2.0)
+    outs = [servo.step(cur) for _ in range(4)]
+    assert [o.arrived for o in outs] == [False, False, True, True]
+    assert outs[0].velocity[0] == pytest.approx(0.3)
+    np.testing.assert_allclose(outs[0].command, 2.0 * outs[0].velocity)  # the command is gain x the velocity ...
+    assert np.array_equal(outs[2].command, np.zeros(6))  # ... and zero once arrived
+    servo.restart()  # a new episode counts again
+    assert not servo.step(cur).arrived
+    # d* = 0.01: the real velocity (0.0001 m/s) is tiny but the unit one (0.01) is not: never arrived.
+    monkeypatch.undo()
+    _fixed_unit_velocity(monkeypatch, policy, np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    slow = Servo(policy, des, K, scene_scale=0.01, stop_velocity=0.005, stop_steps=1)
+    assert not any(slow.step(cur).arrived for _ in range(3))
+
+
+def test_command_is_gain_times_the_clamped_velocity(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.hybrid=false")
+    _fixed_unit_velocity(monkeypatch, policy, np.array([3.0, 0.0, 4.0, 0.0, 0.0, 0.0]))  # |v| = 5 in the unit world
+    servo = Servo(policy, des, K, scene_scale=1.0, gain=3.0, max_linear=0.5, max_angular=1.0)
+    out = servo.step(cur)
+    assert np.linalg.norm(out.velocity[:3]) == pytest.approx(0.5)  # clamped as a whole twist
+    np.testing.assert_allclose(out.command, 3.0 * out.velocity)
+    np.testing.assert_allclose(out.velocity_unit, [3.0, 0.0, 4.0, 0.0, 0.0, 0.0], atol=1e-6)  # the raw prediction
+    with pytest.raises(ValueError, match="gain"):
+        Servo(policy, des, K, scene_scale=1.0, gain=0.0)
+    with pytest.raises(ValueError, match="stop_steps"):
+        Servo(policy, des, K, scene_scale=1.0, stop_steps=0)
+
+
+def test_the_stop_rule_travels_with_the_policy_and_an_argument_overrides_it(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.hybrid=false", "policy.servo.stop_velocity=0.05", "policy.servo.stop_steps=2")
+    _fixed_unit_velocity(monkeypatch, policy, np.array([0.03, 0.0, 0.0, 0.0, 0.0, 0.0]))  # below 0.05, above 0.005
+    own = Servo(policy, des, K, scene_scale=1.0)  # the policy's calibrated rule, as a robot gets it
+    assert (own.stop_velocity, own.stop_steps) == (0.05, 2)
+    assert [own.step(cur).arrived for _ in range(2)] == [False, True]
+    strict = Servo(policy, des, K, scene_scale=1.0, stop_velocity=0.005)  # evaluation's eval.stop_velocity override
+    assert (strict.stop_velocity, strict.stop_steps) == (0.005, 2)
+    assert not any(strict.step(cur).arrived for _ in range(3))
+
+
+def test_a_non_finite_step_resets_the_stop_count(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.hybrid=false")
+    _fixed_unit_velocity(monkeypatch, policy, np.zeros(6))
+    servo = Servo(policy, des, K, scene_scale=1.0, stop_steps=2)
+    assert not servo.step(cur).arrived
+    monkeypatch.undo()
+    _fixed_unit_velocity(monkeypatch, policy, np.full(6, np.nan))
+    out = servo.step(cur)
+    assert not out.ok and not out.arrived and np.array_equal(out.command, np.zeros(6))
+    monkeypatch.undo()
+    _fixed_unit_velocity(monkeypatch, policy, np.zeros(6))
+    assert [servo.step(cur).arrived for _ in range(2)] == [False, True]
+
+
+def test_servo_sets_its_thread_count(episode) -> None:  # type: ignore[no-untyped-def]
+    from runtime.threads import SERVO_AUTO_THREADS
+
+    des, _, K = episode
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert Servo(_policy(), des, K, scene_scale=1.0).threads == SERVO_AUTO_THREADS == torch.get_num_threads()
+        assert Servo(_policy(), des, K, scene_scale=1.0, threads=2).threads == 2 == torch.get_num_threads()
+        cfg = _policy().cfg.servo.model_copy(update={"threads": 3})
+        assert Servo(_policy(), des, K, scene_scale=1.0, cfg=cfg).threads == 3 == torch.get_num_threads()
+        with pytest.raises(ValueError, match="threads"):
+            Servo(_policy(), des, K, scene_scale=1.0, threads=-1)
+    finally:
+        torch.set_num_threads(before)

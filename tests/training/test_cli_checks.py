@@ -39,7 +39,7 @@ def test_training_at_its_target_says_so_and_starts_no_ray(
     )
     # Below the target the same command goes on to train.
     calls = []
-    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed: calls.append(cfg.train.steps))
+    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed, **_: calls.append(cfg.train.steps))
     monkeypatch.setattr("training.__main__.summary_line", lambda cfg, s: "trained")
     assert main(small_overrides("train.steps=5", root=tmp_path)) == 0
     assert calls == [5]
@@ -70,7 +70,7 @@ def test_training_follows_the_datasets_assets_and_its_checkpoints_name_them(
     made = small_config(f"sim.assets.mesh_dirs=[{meshes}]", f"sim.assets.texture_dirs=[{textures}]", root=tmp_path)
     save_config(made, made.datagen.root)  # what datagen records when it creates the root
     seen = []
-    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed: seen.append((cfg, followed)))
+    monkeypatch.setattr("training.trainer.run_training", lambda cfg, followed, **_: seen.append((cfg, followed)))
     monkeypatch.setattr("training.__main__.summary_line", lambda cfg, s: "trained")
     assert main(small_overrides(root=tmp_path)) == 0
     ((cfg, followed),) = seen
@@ -139,3 +139,21 @@ def test_datagen_with_every_shard_made_says_so_without_ray_and_sidecars_name_the
         "datagen.dagger.samples to make more"
     )
     assert "datagen: already at the target, 4 samples (hemisphere 4, dagger 0) in 1 shards" in out
+
+
+@pytest.mark.unit
+def test_the_pipeline_at_its_target_says_so_and_a_bad_config_exits_2_before_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from training.pipeline import main
+
+    saved = _saved_at(small_config("train.steps=3", root=tmp_path), 3)
+    block_ray(monkeypatch)
+    assert main(small_overrides("train.steps=3", root=tmp_path)) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"pipeline: already at step 3 of 3 (checkpoint {saved}); nothing to do — raise train.steps to continue"
+    )
+    with pytest.raises(SystemExit) as exit_:  # the network would train on one patch grid and servo on another
+        main(small_overrides("train.steps=5", "policy.input_size=[96,96]", root=tmp_path))
+    assert exit_.value.code == 2
+    assert "policy.input_size [96, 96] differs from sim.camera" in capsys.readouterr().err
