@@ -152,3 +152,12 @@ def test_controller_time_is_the_sum_of_its_steps_on_the_clock_the_module_reads(m
     monkeypatch.setattr(evaluation.episodes, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     ep = run_episode(_Env(), _Scripted([_go(), _go(), _go(), STOP], clock), seed=0)  # type: ignore[arg-type]
     assert ep.seconds == pytest.approx(4 * 0.25)  # four calls to step, the stopping one included
+
+
+def test_a_controller_s_own_command_is_executed_as_it_is() -> None:
+    # CNSv2's Servo applies gain and limits itself: its command must not be scaled or clamped again.
+    own = np.array([0.01, 0.0, -0.02, 0.0, 0.003, 0.0])
+    out = ControlOutput(np.array([3.0, 0.0, 4.0, 0.6, 0.0, 0.8]), False, True, {}, command=own)
+    env = _Env()
+    run_episode(env, _Scripted([out, STOP]), seed=0, gain=2.0, limits=(0.5, 0.2))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(env.received[0], own)
