@@ -31,7 +31,7 @@ test-fast: setup
 # Mutation testing, not in CI (tests/mutation.py): each critical module against its own tests, under an hour on 2 cores.
 # One module: make mutation MODULE=evaluation/metrics.py. Scores in runs/mutation/scores.md, survivors beside them.
 mutation: setup
-	$(PY) -m tests.mutation $(MODULE)
+	$(PY) -m tests.mutation $(MODULE) $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check .
