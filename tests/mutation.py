@@ -77,7 +77,7 @@ MODULES: dict[str, Module] = {
         "DaggerProducer._published_samples",
     ),
     "training/trainer.py": Module(
-        "tests/training/test_trainer.py -m unit",
+        "tests/training/test_trainer.py tests/training/test_trainer_step.py -m unit",
         "_optimiser_step _to_device _batch_metrics _due _prune check_input_size TrainState.*",
     ),
     "training/dataset.py": Module("tests/training/test_dataset.py -m 'not slow'"),
