@@ -4,6 +4,7 @@ action is due; the input-size check."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -55,6 +56,7 @@ def test_batch_metrics_by_hand() -> None:
         "beta": torch.tensor([0.0, 0.5, 0.3, 0.1]),
         "vel": torch.tensor([[1.0, 0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0, 0], [0, 0, 0, 1.0, 0, 0]]),
     }
+    batch["vel"] = batch["vel"] * 0.1  # labels are small normalised velocities
     vel = batch["vel"].clone()
     vel[2:] *= -1  # two predictions right, two opposite: mean cosine 0
     vel[0] *= 3.0  # the length does not matter to a cosine
@@ -83,3 +85,36 @@ def test_the_input_size_must_be_the_camera_s(small_cfg) -> None:
         trainer.check_input_size(small_cfg(f"policy.input_size=[{w},{h + 32}]"))
     with pytest.raises(ValueError, match=r"policy\.input_size"):
         trainer.check_input_size(small_cfg(f"policy.input_size=[{w + 32},{h}]"))
+
+
+class _DDPLike(torch.nn.Module):
+    """The policy behind a DDP-like wrapper that records which micro-batches ran without gradient sync."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.unsynced, self.calls = inner, [], 0
+
+    def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self):  # type: ignore[no-untyped-def]
+        self.unsynced.append(self.calls)
+        yield
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("world", "unsynced"), [(1, []), (2, [0, 1])])
+def test_with_several_workers_only_the_last_micro_batch_syncs_gradients(small_cfg, world: int, unsynced: list) -> None:
+    state = TrainState(small_cfg(*TRAIN, "train.accumulate=3"), torch.device("cpu"))
+    model = _DDPLike(state.policy)
+    batches = [_asymmetric_batch(0.2, 0.7, seed=k) for k in range(3)]
+    result = trainer._optimiser_step(state, model, iter(batches), world=world)
+    assert model.unsynced == unsynced  # micro-batches 0 and 1 of 3 skip the all-reduce; the last one syncs
+    assert result.samples == 3 * 2 * world  # samples over all workers
+
+
+def test_batches_are_moved_to_the_training_device() -> None:
+    moved = trainer._to_device({"cur": torch.zeros(2, 3), "vel": torch.ones(2, 6)}, torch.device("meta"))
+    assert {k: v.device.type for k, v in moved.items()} == {"cur": "meta", "vel": "meta"}
