@@ -19,7 +19,6 @@ from training.trainer import TrainState
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.slow
 def test_the_step_averages_the_micro_batches_and_reports_the_unclipped_gradient_norm(small_cfg) -> None:
     cfg = small_cfg(*TRAIN, "train.accumulate=2", "train.grad_clip=1e-6")
     state = TrainState(cfg, torch.device("cpu"))
@@ -104,7 +103,6 @@ class _DDPLike(torch.nn.Module):
         yield
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("world", "unsynced"), [(1, []), (2, [0, 1])])
 def test_with_several_workers_only_the_last_micro_batch_syncs_gradients(small_cfg, world: int, unsynced: list) -> None:
     state = TrainState(small_cfg(*TRAIN, "train.accumulate=3"), torch.device("cpu"))
