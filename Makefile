@@ -28,8 +28,8 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "unit and not slow" $(PYTEST_ARGS)
 
-# Mutation testing, not in CI (tests/mutation.py): each critical module against its own tests, under an hour on 2 cores.
-# One module: make mutation MODULE=evaluation/metrics.py. Scores in runs/mutation/scores.md, survivors beside them.
+# Mutation testing, not in CI (tests/mutation.py): each critical module against only its own tests (minutes per module).
+# One module: make mutation MODULE=evaluation/metrics.py; after judging survivors: make mutation MODULE=... ARGS=--rescore.
 mutation: setup
 	$(PY) -m tests.mutation $(MODULE) $(ARGS)
 
