@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
+MODULE ?=
 
-.PHONY: setup test test-fast lint format bench config preview datagen inspect train pipeline eval clean
+.PHONY: setup test test-fast mutation lint format bench config preview datagen inspect train pipeline eval clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,11 @@ test: setup
 # The unit tests that are not slow (markers in pyproject.toml, kinds in tests/conftest.py): for the edit-test loop.
 test-fast: setup
 	$(PY) -m pytest -q -m "unit and not slow" $(PYTEST_ARGS)
+
+# Mutation testing, not in CI (tests/mutation.py): each critical module against only its own tests (minutes per module).
+# One module: make mutation MODULE=evaluation/metrics.py; after judging survivors: make mutation MODULE=... ARGS=--rescore.
+mutation: setup
+	$(PY) -m tests.mutation $(MODULE) $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

@@ -10,6 +10,7 @@ that are not slow; `make test` runs everything.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ KINDS = ("unit", "integration")
 settings.register_profile(
     "project", derandomize=True, deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.load_profile("project")
+# make mutation (tests/mutation.py) runs the tests once per mutant: fewer examples, the same derandomised draw.
+settings.register_profile("mutation", settings.get_profile("project"), max_examples=50)
+settings.load_profile(os.environ.get("CNSV2_HYPOTHESIS_PROFILE", "project"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

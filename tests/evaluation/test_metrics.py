@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -123,3 +124,26 @@ def test_thirds_of_seven_are_two_two_and_three() -> None:
     assert [e.initial_re_deg for e in groups["S"]] == [10.0, 20.0]
     assert [e.initial_re_deg for e in groups["M"]] == [30.0, 40.0]
     assert [e.initial_re_deg for e in groups["L"]] == [50.0, 60.0, 70.0]
+
+
+def test_summary_row_carries_the_wilson_interval_the_spread_and_a_sub_second_fps() -> None:
+    # Two successes with different rotation errors and a failure; the controller ran 0.5 s in all, under a second.
+    eps = [
+        Episode(True, 0.002, 1.0, 30, 20.0, 0.1),
+        Episode(True, 0.004, 4.0, 50, 50.0, 0.15),
+        Episode(False, 0.9, 120.0, 20, 150.0, 0.25),
+    ]
+    row = summarise(eps)
+    assert (row["sr_low"], row["sr_high"]) == pytest.approx(_wilson(2, 3), abs=1e-9)
+    assert row["te_mm_std"] == pytest.approx(statistics.pstdev([2.0, 4.0]))
+    assert row["re_deg_mean"] == pytest.approx(2.5) and row["re_deg_std"] == pytest.approx(statistics.pstdev([1, 4]))
+    assert row["fps"] == pytest.approx(100 / 0.5)  # 100 controller steps in half a second
+    assert math.isnan(summarise([Episode(True, 0.0, 0.0, 0, 1.0)])["fps"])  # no controller time: no rate
+
+
+def test_a_row_without_successes_has_no_error_statistics() -> None:
+    row = summarise([Episode(False, 1.0, 90.0, 10, 10.0, 0.5), Episode(False, 2.0, 45.0, 20, 20.0, 0.5)])
+    assert row["successes"] == 0 and row["sr"] == 0.0
+    stats = ("te_mm_mean", "te_mm_std", "re_deg_mean", "re_deg_std", "steps_mean")
+    assert all(math.isnan(row[k]) for k in stats), {k: row[k] for k in stats}
+    assert row["fps"] == pytest.approx(30 / 1.0)
