@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def visp_cases() -> list[dict]:
     """ViSP 3.5's own control-law outputs (copied from shared/reference/visp_cases.json)."""
     return json.loads((FIXTURES / "visp_cases.json").read_text())["cases"]
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Servo, producers and trainer workers set torch's process-wide thread count (runtime.threads); in the one
+    pytest process that would leak into every later test (a 1-thread Servo test left the learning test 2.6x slower)."""
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
