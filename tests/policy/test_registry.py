@@ -29,9 +29,11 @@ def test_the_setup_reaches_the_controller() -> None:
     servo = load_config("smoke").policy.servo
     assert make_controller("sift_pbvs", ControllerSetup(servo=servo)).limits == (servo.max_linear, servo.max_angular)
     network = object()  # the factories only hand it on; reset() would run it
-    setup = ControllerSetup(servo=servo, stop_velocity=0.02, stop_steps=4, load_policy=lambda: network)
+    setup = ControllerSetup(servo=servo, stop_velocity=0.02, stop_steps=4, gain=1.5, load_policy=lambda: network)
     hybrid, pbvs_only = make_controller("cnsv2", setup), make_controller("cnsv2_pbvs", setup)
-    assert isinstance(hybrid, ServoController) and hybrid.policy is network
+    assert isinstance(hybrid, ServoController) and hybrid.policy is network and pbvs_only.policy is network
+    assert hybrid.gain == pbvs_only.gain == 1.5
+    assert hybrid.cfg.model_copy(update={"hybrid": servo.hybrid}) == servo  # the setup's servo, only hybrid set
     assert (hybrid.name, hybrid.cfg.hybrid, pbvs_only.name, pbvs_only.cfg.hybrid) == (
         "cnsv2",
         True,
@@ -55,3 +57,12 @@ def test_a_taken_name_is_refused_and_a_reloaded_factory_is_not(monkeypatch: pyte
     register_controller("sift_pbvs")(registry._FACTORIES["sift_pbvs"])  # the same factory again: a reload
     register_controller("mine")(sift_pbvs)
     assert make_controller("mine").name == "orb_pbvs"
+
+
+def test_without_a_servo_setup_cnsv2_takes_the_policys_own() -> None:
+    from policy import build_policy
+
+    cfg = load_config("smoke", ["policy.servo.max_linear=0.3", "policy.servo.stop_velocity=0.04"]).policy
+    network = build_policy(cfg)
+    ctrl = make_controller("cnsv2_pbvs", ControllerSetup(load_policy=lambda: network))
+    assert (ctrl.cfg.max_linear, ctrl.cfg.hybrid, ctrl.stop_velocity) == (0.3, False, 0.04)

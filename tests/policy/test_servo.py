@@ -309,3 +309,121 @@ def test_gravity_centres_come_back_in_the_callers_pixels(monkeypatch, size, K) -
         caller = K @ ray
         np.testing.assert_allclose(got, caller[:2] / caller[2], atol=1e-3)
     assert not np.allclose(out.gravity_cur, out.gravity_des)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4, 5, -1])
+def test_unturning_a_patch_position_undoes_np_rot90(k: int) -> None:
+    """The independent truth is numpy's own np.rot90 on a grid with one marked cell, at every turn (k mod 4)."""
+    from policy.servo import _unturn_patch
+
+    n = 8
+    for x, y in [(1, 2), (6, 0), (3, 7), (0, 0)]:
+        grid = np.zeros((n, n))
+        grid[y, x] = 1.0  # rows are y, columns x
+        ty, tx = np.argwhere(np.rot90(grid, k) == 1.0)[0]
+        np.testing.assert_array_equal(_unturn_patch(np.array([tx, ty], float), k, n), [x, y])
+
+
+@pytest.mark.parametrize("d_star", [0.5, 1.5])
+def test_hybrid_mode_holds_at_depths_below_and_above_one(monkeypatch, d_star: float) -> None:  # type: ignore[no-untyped-def]
+    """Only a gravity point behind the camera (depth <= 0) falls back to PBVS; a depth of 0.5 m is hybrid."""
+    from policy.control import hybrid, pbvs
+
+    policy = _policy("policy.servo.max_linear=1e3", "policy.servo.max_angular=1e3")
+    W, p = 128, policy.patch
+    K = np.array([[W, 0.0, W / 2], [0.0, W, W / 2], [0.0, 0.0, 1.0]])
+    dTc = np.eye(4)
+    dTc[:3, 3] = [0.3 * d_star, 0.0, 0.0]  # a sideways offset: the gravity centres lie apart, so no PBVS latch yet
+    x_des = np.array([0.0, 0.0])
+    P_c = dTc[:3, :3].T @ (d_star * np.append(x_des, 1.0) - dTc[:3, 3])
+    x_cur, Z = P_c[:2] / P_c[2], float(P_c[2])
+
+    def patch(x: np.ndarray) -> np.ndarray:
+        return (K[0, 0] * x + K[0, 2] + 0.5) / p - 0.5
+
+    v = pbvs(dTc)
+    _fixed_prediction(monkeypatch, policy, np.concatenate([v[:3] / d_star, v[3:]]), patch(x_cur), patch(x_des))
+    img = np.zeros((W, W, 3), np.uint8)
+    out = Servo(policy, img, K, scene_scale=d_star).step(img)
+    assert out.mode == "hybrid" and Z == pytest.approx(d_star)
+    np.testing.assert_allclose(out.velocity, hybrid(dTc, x_cur, Z, x_des, 1.0), atol=1e-5)
+
+
+def test_a_gravity_point_behind_the_camera_falls_back_to_pbvs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from policy.control import pbvs
+
+    policy = _policy("policy.servo.max_linear=1e3", "policy.servo.max_angular=1e3")
+    W = 128
+    K = np.array([[W, 0.0, W / 2], [0.0, W, W / 2], [0.0, 0.0, 1.0]])
+    dTc = np.eye(4)
+    dTc[:3, 3] = [0.0, 0.0, 2.0]  # the current camera 2 m ahead of the desired one: past the point at d* = 1
+    v = pbvs(dTc)
+    _fixed_prediction(monkeypatch, policy, v, np.array([1.0, 1.0]), np.array([6.0, 6.0]))
+    img = np.zeros((W, W, 3), np.uint8)
+    out = Servo(policy, img, K, scene_scale=1.0).step(img)
+    assert out.mode == "pbvs"
+    np.testing.assert_allclose(out.velocity, v, atol=1e-6)
+
+
+def test_restart_keeps_a_pbvs_only_servo_in_pbvs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy("policy.servo.hybrid=false")
+    _fixed_prediction(monkeypatch, policy, np.full(6, 0.1), np.array([1.0, 1.0]), np.array([6.0, 6.0]))
+    img = np.zeros((128, 128, 3), np.uint8)
+    servo = Servo(policy, img, np.array([[128.0, 0, 64], [0, 128.0, 64], [0, 0, 1]]), scene_scale=1.0)
+    assert servo.step(img).mode == "pbvs"
+    servo.restart()
+    assert servo.step(img).mode == "pbvs"
+
+
+@pytest.mark.parametrize(
+    ("stop_velocity", "stop_steps"), [(-0.1, 5), (0.01, 0), (0.01, True), (0.01, 2.5), (float("nan"), 5)]
+)
+def test_a_bad_stop_rule_is_refused(episode, stop_velocity, stop_steps) -> None:  # type: ignore[no-untyped-def]
+    des, _, K = episode
+    with pytest.raises(ValueError, match="stop_velocity >= 0 and stop_steps >= 1"):
+        Servo(_policy(), des, K, scene_scale=1.0, stop_velocity=stop_velocity, stop_steps=stop_steps)
+
+
+def test_a_zero_stop_velocity_never_arrives(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    des, cur, K = episode
+    policy = _policy("policy.servo.hybrid=false")
+    _fixed_unit_velocity(monkeypatch, policy, np.zeros(6))  # |v| = 0 is not below 0
+    servo = Servo(policy, des, K, scene_scale=1.0, stop_velocity=0.0, stop_steps=1)
+    assert not any(servo.step(cur).arrived for _ in range(3))
+
+
+def test_quarter_turns_need_a_square_input(episode) -> None:  # type: ignore[no-untyped-def]
+    des, _, K = episode
+    policy = _policy("policy.rot90=true")
+    policy.cfg = policy.cfg.model_copy(update={"input_size": (128, 96)})
+    with pytest.raises(ValueError, match="rot90 needs a square"):
+        Servo(policy, des, K, scene_scale=1.0)
+
+
+def test_the_controller_hands_servo_its_settings_and_reports_what_servo_says(episode, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from policy.servo import ServoController
+
+    des, cur, K = episode
+    policy = _policy("policy.servo.stop_velocity=0.07", "policy.servo.stop_steps=4")
+    ctrl = ServoController(policy)  # no stop arguments: the policy's own rule
+    assert (ctrl.name, ctrl.stop_velocity, ctrl.stop_steps) == ("cnsv2", 0.07, 4)
+    pbvs_only = policy.cfg.servo.model_copy(update={"hybrid": False, "stop_velocity": 0.2, "stop_steps": 2})
+    ctrl = ServoController(policy, pbvs_only, gain=3.0)
+    assert (ctrl.stop_velocity, ctrl.stop_steps) == (0.2, 2)  # the cfg's rule when one is given
+    ctrl.reset(des, K, 1.0)
+    assert ctrl.servo is not None and ctrl.servo.cfg.hybrid is False and ctrl.servo.gain == 3.0
+    seen = []
+    real = ctrl.servo.step
+
+    def spy(rgb):  # type: ignore[no-untyped-def]
+        seen.append(rgb)
+        return real(rgb)
+
+    ctrl.servo.step = spy  # type: ignore[method-assign]
+    out = ctrl.step(cur)
+    assert seen[0] is cur
+    expected = real(cur)
+    np.testing.assert_allclose(out.velocity, expected.velocity)
+    assert set(out.info) == {"mode", "confidence", "velocity_unit", "turn"} and out.info["mode"] == "pbvs"
+    np.testing.assert_allclose(out.info["velocity_unit"], expected.velocity_unit)
+    assert out.info["turn"] == 0 and 0.0 <= out.info["confidence"] <= 1.0
