@@ -13,12 +13,11 @@ translation-tilt ambiguity probe (`ambiguity_probe`).
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from configs import load_following_data
+from configs import add_config_arguments, config_following_data
 from configs.schema import Config
 from policy.control import normalize_velocity, pbvs
 from policy.rotation import nearest_quarter_turn
@@ -149,21 +148,20 @@ def main(argv: list[str] | None = None) -> None:
     from evaluation.plan import resolve_checkpoint
     from evaluation.suites import load_suite, suite_config
     from policy.checkpoint import load_checkpoint
+    from policy.servo import own_stop_rule
 
     parser = argparse.ArgumentParser(prog="python -m evaluation.openloop", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="smoke")
     parser.add_argument("--suite", default="canonical")
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--stop", action="store_true", help="also print |v| quantiles at, near and beyond the goal")
     parser.add_argument("--probe", action="store_true", help="also print the translation-tilt ambiguity probe")
-    parser.add_argument("overrides", nargs="*")
+    add_config_arguments(parser)
     args = parser.parse_args(argv)
-    followed = load_following_data(args.config, args.overrides)
-    for note in followed.notes():
-        print(f"{parser.prog}: note: {note}", file=sys.stderr)
+    followed = config_following_data(parser, args)
     cfg = followed.cfg
     suite_cfg = suite_config(args.config, load_suite(args.suite), args.overrides, followed.defaults())
     policy, _ = load_checkpoint(resolve_checkpoint(cfg, ["cnsv2"]))
+    stop, _ = own_stop_rule(policy, suite_cfg.eval.stop_velocity, suite_cfg.eval.stop_steps)  # as evaluation stops
     seeds = [cfg.eval.seed + i for i in range(args.pairs)]
     scores = open_loop_scores(policy, suite_cfg, seeds)
     print(" ".join(f"{k}={v:.3f}" for k, v in scores.summary().items()))
@@ -172,8 +170,6 @@ def main(argv: list[str] | None = None) -> None:
             q = np.quantile(norms, [0.1, 0.5, 0.9])
             print(f"|v| {name}: p10 {q[0]:.4f} median {q[1]:.4f} p90 {q[2]:.4f}")
     if args.probe:
-        stop = suite_cfg.eval.stop_velocity
-        stop = suite_cfg.policy.servo.stop_velocity if stop is None else stop
         for (name, deg), r in sorted(ambiguity_probe(policy, suite_cfg, seeds).items()):
             print(
                 f"{name:7s} {deg:4.0f}°: |v| median {np.median(r[:, 0]):.3f} (label {np.median(r[:, 1]):.3f}), "

@@ -72,6 +72,18 @@ def _check_stop_rule(stop_velocity: float, stop_steps: int) -> None:
         raise ValueError(f"need stop_velocity >= 0 and stop_steps >= 1, got {stop_velocity} and {stop_steps}")
 
 
+def own_stop_rule(policy: CNSv2Policy, stop_velocity: float | None, stop_steps: int | None) -> tuple[float, int]:
+    """(stop_velocity, stop_steps): each one given, else the policy's own (`policy.cfg.servo`), which its checkpoint
+    carries because the rule is calibrated per trained policy; a config's `policy.servo` for the control law (hybrid,
+    limits) never replaces it. ValueError for a bad rule."""
+    if stop_velocity is None:
+        stop_velocity = policy.cfg.servo.stop_velocity
+    if stop_steps is None:
+        stop_steps = policy.cfg.servo.stop_steps
+    _check_stop_rule(stop_velocity, stop_steps)
+    return float(stop_velocity), int(stop_steps)
+
+
 def _unturn_patch(xy: np.ndarray, k: int, n: int) -> np.ndarray:
     """A patch position (x, y) in a square n x n grid turned by np.rot90(k), back in the unturned grid."""
     x, y = float(xy[0]), float(xy[1])
@@ -108,10 +120,10 @@ class Servo:
             |w| <= max_angular rad/s; default `cfg.max_linear`, `cfg.max_angular`. `command` is then at most
             gain x these.
         stop_velocity, stop_steps: the stop rule, the same as the benchmark's: `arrived` once |velocity_unit| <
-            stop_velocity on stop_steps consecutive steps. None: `cfg.stop_velocity`, `cfg.stop_steps`, which a
-            trained policy carries in its checkpoint (calibrated with `python -m evaluation.openloop --stop`; 0.03
-            and 10 for the shipped cnsv2-cpu). It is on the unit-world prediction, so it does not depend on d*, K or
-            the gain.
+            stop_velocity on stop_steps consecutive steps. None: the policy's own `policy.cfg.servo.stop_velocity`
+            and `stop_steps` (not `cfg`'s: the rule is calibrated per trained policy, with `python -m
+            evaluation.openloop --stop`, and saved in its checkpoint; 0.03 and 10 for the shipped cnsv2-cpu). It is
+            on the unit-world prediction, so it does not depend on d*, K or the gain.
         threads: torch intra-op threads for this process (a process-wide setting, applied here); None: `cfg.threads`;
             0: automatic, `runtime.threads.SERVO_AUTO_THREADS` (1: beside other busy processes more threads only wait
             for each other).
@@ -140,10 +152,7 @@ class Servo:
         self.gain = as_positive(gain, "gain")
         self.max_linear = as_positive(self.cfg.max_linear if max_linear is None else max_linear, "max_linear")
         self.max_angular = as_positive(self.cfg.max_angular if max_angular is None else max_angular, "max_angular")
-        stop_velocity = self.cfg.stop_velocity if stop_velocity is None else stop_velocity
-        stop_steps = self.cfg.stop_steps if stop_steps is None else stop_steps
-        _check_stop_rule(stop_velocity, stop_steps)
-        self.stop_velocity, self.stop_steps = float(stop_velocity), int(stop_steps)
+        self.stop_velocity, self.stop_steps = own_stop_rule(policy, stop_velocity, stop_steps)
         requested = self.cfg.threads if threads is None else threads
         self.threads = set_torch_threads(resolve_threads(requested, default=SERVO_AUTO_THREADS))
         self.device = next(policy.parameters()).device
@@ -269,12 +278,8 @@ class ServoController:
         stop_steps: int | None = None,
         gain: float = CNS_GAIN,
     ) -> None:
-        servo_cfg = cfg if cfg is not None else policy.cfg.servo
-        stop_velocity = servo_cfg.stop_velocity if stop_velocity is None else stop_velocity
-        stop_steps = servo_cfg.stop_steps if stop_steps is None else stop_steps
-        _check_stop_rule(stop_velocity, stop_steps)
+        self.stop_velocity, self.stop_steps = own_stop_rule(policy, stop_velocity, stop_steps)
         self.policy, self.cfg, self.name = policy, cfg, name
-        self.stop_velocity, self.stop_steps = float(stop_velocity), int(stop_steps)
         self.gain = as_positive(gain, "gain")
         self.servo: Servo | None = None
 

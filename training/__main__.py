@@ -18,6 +18,7 @@ import sys
 import time
 
 from configs import add_config_arguments, config_following_data
+from configs.schema import Config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,24 +29,34 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(parser)
     followed = config_following_data(parser, parser.parse_args(argv))
     cfg = followed.cfg
-    from training.trainer import already_trained, check_input_size, run_training
+    from training.trainer import run_training
 
-    try:  # every check before Ray starts; a run already at its target stops here
-        check_input_size(cfg)
-        done = already_trained(cfg)
-    except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    if done is not None:
-        path, step = done
-        print(
-            f"training: already at step {step} of {cfg.train.steps} (checkpoint {path}); nothing to do — raise "
-            "train.steps to continue"
-        )
+    if at_target(parser, cfg, "training"):
         return 0
     t0 = time.time()
     run_training(cfg, followed, show_progress=True)
     print(summary_line(cfg, time.time() - t0))
     return 0
+
+
+def at_target(parser: argparse.ArgumentParser, cfg: Config, label: str) -> bool:
+    """The checks a training job makes before Ray starts (input size, resume point: a ValueError exits 2), and whether
+    the run is already at `train.steps`, which it then says under `label`. Imports and starts no Ray."""
+    from training.trainer import already_trained, check_input_size
+
+    try:
+        check_input_size(cfg)
+        done = already_trained(cfg)
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if done is None:
+        return False
+    path, step = done
+    print(
+        f"{label}: already at step {step} of {cfg.train.steps} (checkpoint {path}); nothing to do — raise "
+        "train.steps to continue"
+    )
+    return True
 
 
 def summary_line(cfg: object, seconds: float) -> str:

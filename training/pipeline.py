@@ -78,20 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     from shards import ShardError
     from sim.asset_catalogue import AssetFolderError
     from sim.isaac_backend import IsaacUnavailable
-    from training.__main__ import summary_line
-    from training.trainer import already_trained, check_input_size
+    from training.__main__ import at_target, summary_line
 
-    try:  # the config checks that need no folder; a run already at its target stops here, before Ray
-        check_input_size(cfg)
-        done = already_trained(cfg)
-    except ValueError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    if done is not None:
-        path, step = done
-        print(
-            f"pipeline: already at step {step} of {cfg.train.steps} (checkpoint {path}); nothing to do — raise "
-            "train.steps to continue"
-        )
+    if at_target(parser, cfg, "pipeline"):
         return 0
     t0 = time.time()
     try:

@@ -409,7 +409,7 @@ def test_the_controller_hands_servo_its_settings_and_reports_what_servo_says(epi
     assert (ctrl.name, ctrl.stop_velocity, ctrl.stop_steps) == ("cnsv2", 0.07, 4)
     pbvs_only = policy.cfg.servo.model_copy(update={"hybrid": False, "stop_velocity": 0.2, "stop_steps": 2})
     ctrl = ServoController(policy, pbvs_only, gain=3.0)
-    assert (ctrl.stop_velocity, ctrl.stop_steps) == (0.2, 2)  # the cfg's rule when one is given
+    assert (ctrl.stop_velocity, ctrl.stop_steps) == (0.07, 4)  # a config's control law never replaces the policy's stop
     ctrl.reset(des, K, 1.0)
     assert ctrl.servo is not None and ctrl.servo.cfg.hybrid is False and ctrl.servo.gain == 3.0
     seen = []
