@@ -64,6 +64,11 @@ MODULES: dict[str, Module] = {
         "tests/evaluation/test_episode_success.py tests/evaluation/test_episode_loop.py "
         "tests/evaluation/test_episodes.py -m 'not slow'"
     ),
+    "evaluation/plan.py": Module(
+        "tests/evaluation/test_report_assets.py tests/evaluation/test_runner.py -m 'unit and not slow'",
+        "make_plan check_plan_assets resolve_checkpoint",
+    ),
+    "evaluation/openloop.py": Module("tests/evaluation/test_openloop.py", "stop_norms ambiguity_probe"),
     # The producers' tests that render least; -k keeps the ones about each producer.
     "datagen/hemisphere.py": Module(
         "tests/datagen/test_producers.py tests/datagen/test_images_match_poses.py "
