@@ -57,12 +57,17 @@ def test_hemisphere_images_are_the_views_from_their_stored_poses(small_cfg) -> N
         for seed in np.unique(a["scene_seed"]).tolist():
             renderer.load(sampler.sample(rng_for(seed, Stream.SCENE), seed=seed))
             for i in np.flatnonzero(a["scene_seed"] == seed).tolist():
-                cur = renderer.render(a["K"][i], a["wTc"][i]).rgb
-                des = renderer.render(a["K"][i], a["wTd"][i]).rgb
-                np.testing.assert_array_equal(a["cur_rgb"][i], cur, err_msg=f"cur_rgb of sample {i}")
-                np.testing.assert_array_equal(a["des_rgb"][a["des_index"][i]], des, err_msg=f"des_rgb of sample {i}")
+                _assert_rendered_at_its_poses(renderer, a, i)
     finally:
         renderer.close()
+
+
+def _assert_rendered_at_its_poses(renderer, a: dict, i: int) -> None:  # type: ignore[no-untyped-def]
+    """Sample i's current and desired images are, pixel for pixel, renders of the loaded scene at wTc and wTd."""
+    cur = renderer.render(a["K"][i], a["wTc"][i]).rgb
+    des = renderer.render(a["K"][i], a["wTd"][i]).rgb
+    np.testing.assert_array_equal(a["cur_rgb"][i], cur, err_msg=f"cur_rgb of sample {i}")
+    np.testing.assert_array_equal(a["des_rgb"][a["des_index"][i]], des, err_msg=f"des_rgb of sample {i}")
 
 
 def test_dagger_images_and_labels_are_those_of_their_stored_poses_with_d_star_two(small_cfg) -> None:
@@ -97,10 +102,7 @@ def test_dagger_images_and_labels_are_those_of_their_stored_poses_with_d_star_tw
                 np.testing.assert_array_equal(wTd, env.wTd, err_msg=f"wTd of sample {i}: not its episode's goal")
                 if a["step"][i] == 0:
                     np.testing.assert_array_equal(wTc, env.wTc, err_msg=f"wTc of sample {i}: not its episode's start")
-                cur = env.renderer.render(a["K"][i], wTc).rgb
-                des = env.renderer.render(a["K"][i], wTd).rgb
-                np.testing.assert_array_equal(a["cur_rgb"][i], cur, err_msg=f"cur_rgb of sample {i}")
-                np.testing.assert_array_equal(a["des_rgb"][a["des_index"][i]], des, err_msg=f"des_rgb of sample {i}")
+                _assert_rendered_at_its_poses(env.renderer, a, i)
     finally:
         env.close()
 
