@@ -65,7 +65,8 @@ MODULES: dict[str, Module] = {
         "tests/evaluation/test_episodes.py -m 'not slow'"
     ),
     "evaluation/plan.py": Module(
-        "tests/evaluation/test_report_assets.py tests/evaluation/test_runner.py -m 'unit and not slow'",
+        "tests/evaluation/test_plan.py tests/evaluation/test_report_assets.py tests/evaluation/test_runner.py "
+        "-m 'unit and not slow'",
         "make_plan check_plan_assets resolve_checkpoint",
     ),
     "evaluation/openloop.py": Module("tests/evaluation/test_openloop.py", "stop_norms ambiguity_probe"),
