@@ -132,7 +132,8 @@ class DaggerProducer:
             if not per_round and self._written >= d.samples:
                 break
             key = ShardKey(PRODUCER, self.round, index)
-            index += 1
+            # Past the other actors' indices: each actor writes only its own residue class, or two would race for a key.
+            index = self._owned_from(index + 1)
             if self.writer.is_published(key):
                 continue
             quota = d.samples - (self._round_written if per_round else self._written)
@@ -159,7 +160,9 @@ class DaggerProducer:
         from shards import DatasetReader
 
         used = [s.key.index for s in DatasetReader(self.cfg.datagen.root).shards if s.key.producer == PRODUCER]
-        start = max(used, default=-1) + 1
+        return self._owned_from(max(used, default=-1) + 1)
+
+    def _owned_from(self, start: int) -> int:
         while not self._owns(start):
             start += 1
         return start
