@@ -97,6 +97,12 @@ def test_non_finite_predictions_give_zero_velocity_and_a_flag(episode, monkeypat
     monkeypatch.setattr(type(policy), "forward", broken)
     out = servo.step(cur)
     assert not out.ok and np.array_equal(out.velocity, np.zeros(6))
+    from policy.servo import ServoController
+
+    ctrl = ServoController(policy)
+    ctrl.reset(des, K, 1.0)
+    said = ctrl.step(cur)  # the benchmark's episode record names why the controller failed
+    assert not said.ok and "non-finite" in said.info["reason"]
 
 
 def test_bad_inputs_are_named(episode) -> None:  # type: ignore[no-untyped-def]
@@ -349,20 +355,45 @@ def test_hybrid_mode_holds_at_depths_below_and_above_one(monkeypatch, d_star: fl
     np.testing.assert_allclose(out.velocity, hybrid(dTc, x_cur, Z, x_des, 1.0), atol=1e-5)
 
 
-def test_a_gravity_point_behind_the_camera_falls_back_to_pbvs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+# The current camera 2 m ahead of the desired one (past the point at d* = 1), or exactly 1 m: the point at depth 0.
+@pytest.mark.parametrize("ahead", [2.0, 1.0])
+def test_a_gravity_point_behind_or_beside_the_camera_falls_back_to_pbvs(monkeypatch, ahead: float) -> None:  # type: ignore[no-untyped-def]
     from policy.control import pbvs
 
     policy = _policy("policy.servo.max_linear=1e3", "policy.servo.max_angular=1e3")
     W = 128
     K = np.array([[W, 0.0, W / 2], [0.0, W, W / 2], [0.0, 0.0, 1.0]])
     dTc = np.eye(4)
-    dTc[:3, 3] = [0.0, 0.0, 2.0]  # the current camera 2 m ahead of the desired one: past the point at d* = 1
+    dTc[:3, 3] = [0.0, 0.0, ahead]
     v = pbvs(dTc)
     _fixed_prediction(monkeypatch, policy, v, np.array([1.0, 1.0]), np.array([6.0, 6.0]))
     img = np.zeros((W, W, 3), np.uint8)
     out = Servo(policy, img, K, scene_scale=1.0).step(img)
     assert out.mode == "pbvs"
     np.testing.assert_allclose(out.velocity, v, atol=1e-6)
+
+
+def test_hybrid_mode_silences_only_the_singular_law_warning(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Near the goal the hybrid law is singular by design and Servo falls back quietly; any other warning is news.
+    import warnings
+
+    import policy.servo
+    from policy.control import SingularLawWarning, hybrid
+
+    def noisy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        warnings.warn("singular", SingularLawWarning, stacklevel=2)
+        warnings.warn("something else", RuntimeWarning, stacklevel=2)
+        return hybrid(*args, **kwargs)
+
+    monkeypatch.setattr(policy.servo, "hybrid", noisy)
+    policy_ = _policy()
+    _fixed_prediction(monkeypatch, policy_, np.full(6, 0.1), np.array([1.0, 1.0]), np.array([6.0, 6.0]))
+    img = np.zeros((128, 128, 3), np.uint8)
+    servo = Servo(policy_, img, np.array([[128.0, 0, 64], [0, 128.0, 64], [0, 0, 1]]), scene_scale=1.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert servo.step(img).mode == "hybrid"
+    assert [str(w.message) for w in seen] == ["something else"]
 
 
 def test_restart_keeps_a_pbvs_only_servo_in_pbvs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
