@@ -57,7 +57,7 @@ class Module:
 MODULES: dict[str, Module] = {
     "policy/control.py": Module(
         "tests/policy/test_control_visp.py tests/policy/test_control_properties.py tests/policy/test_control_limits.py "
-        "tests/policy/test_rotation.py -m 'not slow'"
+        "tests/policy/test_control_edges.py tests/policy/test_rotation.py -m 'not slow'"
     ),
     "evaluation/metrics.py": Module("tests/evaluation/test_metrics.py tests/evaluation/test_episode_success.py"),
     "evaluation/episodes.py": Module(
