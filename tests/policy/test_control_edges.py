@@ -5,6 +5,7 @@ synthetic matches."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +55,9 @@ def test_a_singular_hybrid_law_falls_back_to_pbvs_with_the_same_gain() -> None:
     dTc = make_pose(exp_so3([0.05, -0.1, 0.3]), [0.2, -0.1, 0.4])
     with pytest.warns(SingularLawWarning) as caught:
         vel = hybrid(dTc, [0.2, 0.1], 1.5, [0.0, 0.0], lam=0.5, max_cond=1.0)  # every real C is above 1
-    assert caught[0].filename == __file__  # the warning points at the caller's line, not into the control law
+    # The warning points at the caller's line, not into the control law (under mutation testing, a trampoline of
+    # mutmut's sits between this file and the law, so the test asks only that it is not control.py).
+    assert Path(caught[0].filename).name != "control.py"
     assert isinstance(vel, np.ndarray)
     np.testing.assert_allclose(vel, pbvs(dTc, 0.5))
     with pytest.warns(SingularLawWarning):
