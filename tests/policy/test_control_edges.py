@@ -120,3 +120,80 @@ def test_triangulated_depths_of_exact_correspondences_are_the_true_depths() -> N
     Pd = Pc @ dTc[:3, :3].T + dTc[:3, 3]
     z = _triangulated_depths(dTc[:3, :3], dTc[:3, 3], Pc / Pc[:, 2:], Pd / Pd[:, 2:])
     np.testing.assert_allclose(z, np.column_stack([Pc[:, 2], Pd[:, 2]]), rtol=1e-9)
+
+
+def test_essential_decomposition_needs_matching_non_empty_points() -> None:
+    from policy.control import decompose_essential
+
+    px_cur, px_des, K, dTc = _scene(12)
+    xc, xd = (np.linalg.solve(K, np.column_stack([p, np.ones(len(p))]).T).T[:, :2] for p in (px_cur, px_des))
+    t = dTc[:3, 3] / np.linalg.norm(dTc[:3, 3])
+    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ dTc[:3, :3]
+    R, t_hat, votes = decompose_essential(E, xc[:1], xd[:1])  # one point is enough to vote
+    assert votes == 1
+    np.testing.assert_allclose(R, dTc[:3, :3], atol=1e-9)
+    np.testing.assert_allclose(t_hat, t, atol=1e-9)
+    with pytest.raises(ValueError, match="matching non-empty"):
+        decompose_essential(E, xc[:3], xd[:2])
+    with pytest.raises(ValueError, match="matching non-empty"):
+        decompose_essential(E, xc[:0], xd[:0])
+
+
+def test_of_several_five_point_solutions_the_one_most_points_support_wins() -> None:
+    # Five matches are the five-point algorithm's minimum and give up to ten stacked essential matrices; the estimate
+    # must be one that puts the most points in front of both cameras, whichever place OpenCV stacked it in.
+    import cv2
+
+    later = 0
+    for seed in range(40):
+        px_cur, px_des, K, _ = _scene(5, seed)
+        E, mask = cv2.findEssentialMat(px_cur, px_des, K, method=cv2.RANSAC, prob=0.999, threshold=3.0)
+        if E is None:
+            continue
+        support = [cv2.recoverPose(E[3 * k : 3 * k + 3], px_cur, px_des, K, mask=mask.copy())[0]
+                   for k in range(len(E) // 3)]  # fmt: skip
+        later += support[0] < max(support)
+        est = pose_from_matches(px_cur, px_des, K, min_inliers=1)
+        assert not est.failed and est.inliers.sum() == max(support), (seed, support)
+    assert later >= 3  # the best was not the first solution in some of them
+
+
+def test_too_few_inliers_after_ransac_fail_and_keep_the_inlier_mask() -> None:
+    px_cur, px_des, K, _ = _scene(30)
+    rng = np.random.default_rng(5)
+    junk_c, junk_d = rng.uniform(0, 320, (10, 2)), rng.uniform(0, 240, (10, 2))
+    pc, pd = np.vstack([px_cur, junk_c]), np.vstack([px_des, junk_d])
+    est = pose_from_matches(pc, pd, K, min_inliers=35)  # 40 matches pass the count; only the 30 exact ones fit
+    assert est.failed and est.reason.startswith("30 inliers") and np.isnan(est.R).all()
+    assert est.inliers[:30].all() and not est.inliers[30:].any()
+
+
+def test_the_default_ransac_threshold_is_the_cns_baselines_3_px() -> None:
+    # Desired points pushed along their epipolar line's normal until their Sampson distance (OpenCV's RANSAC error
+    # for E) is 2.5 px stay inliers; pushed to 3.5 px they do not.
+    px_cur, px_des, K, dTc = _scene(60, seed=2)
+    t = dTc[:3, 3]
+    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ dTc[:3, :3]
+    F = np.linalg.inv(K).T @ E @ np.linalg.inv(K)  # x_des^T F x_cur = 0 in pixels
+    hc = np.column_stack([px_cur, np.ones(len(px_cur))])
+
+    def sampson(pd: np.ndarray) -> np.ndarray:
+        hd = np.column_stack([pd, np.ones(len(pd))])
+        Fx, Ftx = hc @ F.T, hd @ F
+        return np.abs(np.sum(hd * Fx, axis=1)) / np.sqrt(
+            Fx[:, 0] ** 2 + Fx[:, 1] ** 2 + Ftx[:, 0] ** 2 + Ftx[:, 1] ** 2
+        )
+
+    lines = hc @ F.T
+    normals = lines[:, :2] / np.linalg.norm(lines[:, :2], axis=1, keepdims=True)
+    target = np.zeros(len(px_des))
+    target[:8], target[8:16] = 2.5, 3.5
+    push = target.copy()
+    for _ in range(5):  # the distance is nearly linear in the push; a few rescalings hit the target
+        pushed = px_des + normals * push[:, None]
+        push[:16] *= target[:16] / sampson(pushed)[:16]
+    pushed = px_des + normals * push[:, None]
+    np.testing.assert_allclose(sampson(pushed)[:16], target[:16], rtol=1e-6)
+    est = pose_from_matches(px_cur, pushed, K)
+    assert not est.failed
+    assert est.inliers[:8].all() and not est.inliers[8:16].any() and est.inliers[16:].all()
