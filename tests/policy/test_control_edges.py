@@ -133,6 +133,12 @@ def test_essential_decomposition_needs_matching_non_empty_points() -> None:
     assert votes == 1
     np.testing.assert_allclose(R, dTc[:3, :3], atol=1e-9)
     np.testing.assert_allclose(t_hat, t, atol=1e-9)
+    # Points nearer than 1 (scene units) in front of both cameras vote as well as far ones.
+    Pc = np.column_stack([[0.1, -0.2, 0.05, 0.15], [0.05, 0.1, -0.1, 0.0], [0.4, 0.6, 0.5, 0.8]])
+    Pd = Pc @ dTc[:3, :3].T + dTc[:3, 3]
+    near_c, near_d = Pc[:, :2] / Pc[:, 2:], Pd[:, :2] / Pd[:, 2:]
+    assert (Pd[:, 2] > 0).all() and (Pd[:, 2] < 1).any()
+    assert decompose_essential(E, near_c, near_d)[2] == 4
     with pytest.raises(ValueError, match="matching non-empty"):
         decompose_essential(E, xc[:3], xd[:2])
     with pytest.raises(ValueError, match="matching non-empty"):
