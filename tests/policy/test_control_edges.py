@@ -133,11 +133,11 @@ def test_essential_decomposition_needs_matching_non_empty_points() -> None:
     assert votes == 1
     np.testing.assert_allclose(R, dTc[:3, :3], atol=1e-9)
     np.testing.assert_allclose(t_hat, t, atol=1e-9)
-    # Points nearer than 1 (scene units) in front of both cameras vote as well as far ones.
-    Pc = np.column_stack([[0.1, -0.2, 0.05, 0.15], [0.05, 0.1, -0.1, 0.0], [0.4, 0.6, 0.5, 0.8]])
+    # Points nearer than 1 in front of both cameras vote as well as far ones (E's unit t: depths in units of |t|).
+    Pc = np.column_stack([[0.02, -0.03, 0.01, 0.03], [0.01, 0.02, -0.02, 0.0], [0.12, 0.2, 0.15, 0.25]])
     Pd = Pc @ dTc[:3, :3].T + dTc[:3, 3]
     near_c, near_d = Pc[:, :2] / Pc[:, 2:], Pd[:, :2] / Pd[:, 2:]
-    assert (Pd[:, 2] > 0).all() and (Pd[:, 2] < 1).any()
+    assert (Pd[:, 2] > 0).all() and (Pc[:, 2] / np.linalg.norm(dTc[:3, 3]) < 1).all()
     assert decompose_essential(E, near_c, near_d)[2] == 4
     with pytest.raises(ValueError, match="matching non-empty"):
         decompose_essential(E, xc[:3], xd[:2])
