@@ -29,8 +29,9 @@ from typing import Any, Literal, Protocol
 import cv2
 import numpy as np
 
-from policy.control import clamp_velocity, ibvs, pbvs, pose_from_matches
+from policy.control import clamp_velocity, ibvs, pbvs, pose_from_homography, pose_from_matches
 from policy.interface import ControlOutput
+from policy.near_goal_tracking import DesiredTracker
 from policy.registry import ControllerSetup, register_controller
 from sim.geometry import make_pose
 
@@ -43,6 +44,9 @@ RANSAC_PROB, RANSAC_THRESHOLD_PX = 0.999, 3.0
 # Below this median translation parallax (pixels, after removing the estimated rotation) the essential matrix's
 # translation direction is noise, so PBVS hands over to IBVS.
 MIN_PARALLAX_PX = 1.0
+# RANSAC reprojection threshold of the near-goal homography: tracked corners are good to a tenth of a pixel, and points
+# off the dominant plane must fall out.
+HOMOGRAPHY_THRESHOLD_PX = 1.0
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -140,11 +144,12 @@ class _MatcherController:
         lam: float = 1.0,
         ratio: float = 0.75,
         min_matches: int | None = None,
-        stop_error: float = 0.01,
+        stop_error: float = 5e-4,
         stop_steps: int = 25,
         max_linear: float | None = None,
         max_angular: float | None = None,
         device: str = "cpu",
+        track_below: float | None = 0.02,
     ) -> None:
         """`detector`: an OpenCV detector ("sift", "orb", with Lowe's `ratio`) or a learned matcher family ("aliked",
         "disk", "xfeat": `policy.learned_matching`, its networks on `device`, built on first use)."""
@@ -167,6 +172,10 @@ class _MatcherController:
         self.stop_error, self.stop_steps = float(stop_error), int(stop_steps)
         # The same speed limits as CNSv2's Servo when given, so that one noisy match set cannot throw the camera.
         self.limits = None if max_linear is None or max_angular is None else (float(max_linear), float(max_angular))
+        # Below this mean keypoint error the desired corners are tracked instead of matched (policy.near_goal_tracking).
+        self.track_below = None if track_below is None else float(track_below)
+        self._tracker = DesiredTracker()
+        self._tracking = False
         self.K: np.ndarray | None = None
         self.scene_scale = 1.0
         self._below = 0
@@ -179,7 +188,9 @@ class _MatcherController:
         if not scene_scale > 0:
             raise ValueError(f"scene_scale must be > 0, got {scene_scale}")
         self._matcher.set_desired(desired_rgb)
-        self.K, self.scene_scale, self._below = K, float(scene_scale), 0
+        if self.track_below is not None:
+            self._tracker.set_desired(_gray(desired_rgb))
+        self.K, self.scene_scale, self._below, self._tracking = K, float(scene_scale), 0, False
 
     def _fail(self, reason: str, info: dict) -> ControlOutput:
         self._below = 0  # a lost frame breaks the run of converged steps
@@ -189,8 +200,13 @@ class _MatcherController:
         """Match the current image to the desired one and return the law's velocity and the stop signal."""
         if self.K is None:
             raise RuntimeError(f"{type(self).__name__}: call reset(desired_rgb, K, scene_scale) first")
-        pc, pd = self._matcher.match(rgb)
-        info: dict = {"matches": len(pc), "inliers": 0}
+        pc, pd, source = np.zeros((0, 2)), np.zeros((0, 2)), "tracked"
+        if self._tracking:
+            pc, pd = self._tracker.track(_gray(rgb))
+        if len(pc) < self.min_matches:  # not near the goal, or too few corners held: match descriptors
+            pc, pd = self._matcher.match(rgb)
+            source = "matched"
+        info: dict = {"matches": len(pc), "inliers": 0, "points": source}
         if len(pc) < self.min_matches:
             return self._fail(f"{len(pc)} matches, need at least {self.min_matches}", info)
         mask = _essential_inliers(pc, pd, self.K)
@@ -201,6 +217,7 @@ class _MatcherController:
         xc, xd = _normalise(pc, self.K), _normalise(pd, self.K)
         error = float(np.mean(np.linalg.norm(xc - xd, axis=1)))
         info["error"] = error
+        self._tracking = self.track_below is not None and error < self.track_below
         vel, mode = self._law(pc, pd, xc, xd, info)
         info["mode"] = mode
         if not np.all(np.isfinite(vel)):
@@ -249,6 +266,16 @@ class MatcherPBVS(_MatcherController):
         self, pc: np.ndarray, pd: np.ndarray, xc: np.ndarray, xd: np.ndarray, info: dict
     ) -> tuple[np.ndarray, str]:
         assert self.K is not None
+        if info.get("points") == "tracked":  # near the goal: the homography of the dominant plane, which E is not
+            plane = pose_from_homography(
+                pc, pd, self.K, threshold_px=HOMOGRAPHY_THRESHOLD_PX, min_inliers=self.min_matches
+            )
+            if not plane.failed:
+                # |t| = (t / d) d, with d the plane's distance: the scene centre lies near the optical axis at ~d*.
+                d = self.scene_scale * (plane.n[2] if plane.n[2] > 0.1 else 1.0)
+                info["plane_inliers"] = int(plane.inliers.sum())
+                return pbvs(make_pose(plane.R, plane.t_over_d * d), self.lam), "homography"
+            info["fallback"] = plane.reason
         est = pose_from_matches(
             pc, pd, self.K, prob=RANSAC_PROB, threshold_px=RANSAC_THRESHOLD_PX, min_inliers=self.min_matches
         )

@@ -18,6 +18,7 @@ from sim.validate import as_array, as_pose, as_positive
 
 __all__ = [
     "CNS_GAIN",
+    "PlanePose",
     "PoseEstimate",
     "SingularLawWarning",
     "clamp_velocity",
@@ -33,6 +34,7 @@ __all__ = [
     "normalize_velocity",
     "pbvs",
     "pbvs_inverse",
+    "pose_from_homography",
     "pose_from_matches",
     "theta_u",
 ]
@@ -318,6 +320,77 @@ def pose_from_matches(
     if count < min_inliers:
         return fail(f"{count} inliers after the cheirality check, need {min_inliers}", inliers)
     return PoseEstimate(np.asarray(R, np.float64), np.asarray(t, np.float64).ravel(), inliers, False)
+
+
+class PlanePose(NamedTuple):
+    """Relative pose dTc from a homography of a plane: R, t / d (d: the plane's distance from the current camera),
+    the plane's unit normal n in the current camera (n^T X = d for its points X, so n points away from the camera),
+    the inlier mask and a failure flag; on failure R, t and n are NaN and `reason` says why."""
+
+    R: np.ndarray
+    t_over_d: np.ndarray
+    n: np.ndarray
+    inliers: np.ndarray
+    failed: bool
+    reason: str = ""
+
+
+def pose_from_homography(
+    px_cur: ArrayLike,
+    px_des: ArrayLike,
+    K: ArrayLike,
+    *,
+    threshold_px: float = 1.0,
+    min_inliers: int = 8,
+) -> PlanePose:
+    """Estimate dTc from matched pixels of a plane: H ~ K (R + t n^T / d) K^-1 maps current to desired pixels.
+
+    RANSAC homography (`threshold_px`, reprojection error in the desired image), then the up to four decompositions
+    (cv2.decomposeHomographyMat, Malis & Vargas 2007), kept if every inlier lies in front of both cameras
+    (cv2.filterHomographyDecompByVisibleRefpoints; all of them when that keeps none, as happens when t ~ 0); of those
+    the one whose normal faces the camera most (largest n_z) wins. Unlike the essential matrix, H does not
+    degenerate as t -> 0, which is where PBVS needs it. Raises ValueError for arrays of the wrong shape.
+    """
+    import cv2
+
+    pc = as_array(px_cur, (None, 2), "px_cur")
+    pd = as_array(px_des, (None, 2), "px_des")
+    K = as_array(K, (3, 3), "K")
+    if pc.shape != pd.shape:
+        raise ValueError(f"px_cur and px_des must have the same shape, got {pc.shape} and {pd.shape}")
+    n = len(pc)
+
+    def fail(reason: str, mask: np.ndarray | None = None) -> PlanePose:
+        m = np.zeros(n, bool) if mask is None else mask
+        return PlanePose(np.full((3, 3), np.nan), np.full(3, np.nan), np.full(3, np.nan), m, True, reason)
+
+    if n < max(4, min_inliers):
+        return fail(f"{n} matches, need at least {max(4, min_inliers)}")
+    H, mask = cv2.findHomography(pc, pd, cv2.RANSAC, threshold_px)
+    if H is None or mask is None:
+        return fail("findHomography found no model")
+    inliers = mask.ravel().astype(bool)
+    if inliers.sum() < min_inliers:
+        return fail(f"{int(inliers.sum())} homography inliers, need {min_inliers}", inliers)
+    _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
+    K_inv = np.linalg.inv(K)
+    before = (np.column_stack([pc[inliers], np.ones(int(inliers.sum()))]) @ K_inv.T)[:, None, :2].astype(np.float32)
+    after = (np.column_stack([pd[inliers], np.ones(int(inliers.sum()))]) @ K_inv.T)[:, None, :2].astype(np.float32)
+    kept = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, before, after)
+    # As t -> 0 every decomposition has the same R and a vanishing t, and the visibility test can drop them all;
+    # then any will do, and the normal facing the camera is chosen as always.
+    candidates = kept.ravel().tolist() if kept is not None and len(kept) else list(range(len(rotations)))
+    best = max(candidates, key=lambda i: float(np.ravel(normals[i])[2]))
+    # With t ~ 0 OpenCV returns the normalised H itself as R, orthonormal only to the noise: project it onto SO(3).
+    U, _, Vt = np.linalg.svd(np.asarray(rotations[best], np.float64))
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    return PlanePose(
+        R,
+        np.asarray(translations[best], np.float64).ravel(),
+        np.asarray(normals[best], np.float64).ravel(),
+        inliers,
+        False,
+    )
 
 
 def normalize_velocity(vel: ArrayLike, scene_scale: float) -> np.ndarray:

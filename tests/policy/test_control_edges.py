@@ -203,3 +203,59 @@ def test_the_default_ransac_threshold_is_the_cns_baselines_3_px() -> None:
     est = pose_from_matches(px_cur, pushed, K)
     assert not est.failed
     assert est.inliers[:8].all() and not est.inliers[8:16].any() and est.inliers[16:].all()
+
+
+Views = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
+
+
+def _plane_views(offset: float, seed: int = 0, n: int = 60) -> Views:
+    """Pixels of n points of the ground plane z = 0 seen from a desired camera 1 m above it looking down and from a
+    current camera `offset` away (translation and rotation scaled together); returns px_cur, px_des, K, dTc, the
+    plane's normal in the current camera and its distance from it."""
+    rng = np.random.default_rng(seed)
+    K = np.array([[512.0, 0, 256], [0, 512.0, 256], [0, 0, 1]])
+    wTd = make_pose(np.diag([1.0, -1.0, -1.0]), [0.0, 0.0, 1.0])  # camera z pointing down
+    dTc = make_pose(exp_so3(np.array([0.3, -0.2, 0.5]) * offset), np.array([1.0, -0.5, 0.3]) * offset)
+    wTc = wTd @ dTc
+    P = np.column_stack([rng.uniform(-0.4, 0.4, n), rng.uniform(-0.4, 0.4, n), np.zeros(n)])
+    cTw = np.linalg.inv(wTc)
+    normal = cTw[:3, :3] @ np.array([0.0, 0.0, -1.0])  # the plane's normal, pointing away from the camera
+    return _project(P, cTw, K), _project(P, np.linalg.inv(wTd), K), K, dTc, normal, float(normal @ cTw[:3, 3])
+
+
+@pytest.mark.parametrize("offset", [0.1, 0.01])
+def test_a_plane_homography_gives_the_relative_pose_and_the_plane(offset: float) -> None:
+    from policy.control import pose_from_homography
+
+    px_cur, px_des, K, dTc, normal, d = _plane_views(offset)
+    est = pose_from_homography(px_cur, px_des, K)
+    assert not est.failed and est.reason == "" and est.inliers.all()
+    np.testing.assert_allclose(est.R, dTc[:3, :3], atol=1e-6)
+    np.testing.assert_allclose(est.t_over_d * d, dTc[:3, 3], atol=1e-6)
+    np.testing.assert_allclose(est.n, normal, atol=1e-5)
+
+
+def test_at_the_goal_the_homography_gives_a_rotation_and_no_translation() -> None:
+    from policy.control import pose_from_homography
+
+    px_cur, px_des, K, dTc, _, _ = _plane_views(1e-4)
+    est = pose_from_homography(px_cur + np.random.default_rng(1).normal(0, 0.02, px_cur.shape), px_des, K)
+    assert not est.failed
+    np.testing.assert_allclose(est.R.T @ est.R, np.eye(3), atol=1e-12)  # a rotation, though H is noisy
+    assert np.degrees(np.arccos(np.clip((np.trace(est.R.T @ dTc[:3, :3]) - 1) / 2, -1, 1))) < 0.05
+    assert np.linalg.norm(est.t_over_d) < 1e-3
+
+
+def test_points_off_the_plane_are_outliers_and_too_few_inliers_fail() -> None:
+    from policy.control import pose_from_homography
+
+    px_cur, px_des, K, dTc, _, _ = _plane_views(0.1, n=40)
+    px_cur[:6] += 15.0  # six matches far off the plane's homography
+    est = pose_from_homography(px_cur, px_des, K)
+    assert not est.failed and not est.inliers[:6].any() and est.inliers[6:].all()
+    np.testing.assert_allclose(est.R, dTc[:3, :3], atol=1e-6)
+    short = pose_from_homography(px_cur, px_des, K, min_inliers=36)  # 40 matches, 34 on the plane
+    assert short.failed and short.reason.startswith("34 homography inliers") and np.isnan(short.R).all()
+    assert short.inliers.sum() == 34
+    few = pose_from_homography(px_cur[:3], px_des[:3], K, min_inliers=1)
+    assert few.failed and few.reason == "3 matches, need at least 4" and not few.inliers.any()
