@@ -77,10 +77,12 @@ MODULES: dict[str, Module] = {
         "shard_count HemisphereProducer.indices HemisphereProducer._n_samples HemisphereProducer.make_shard",
     ),
     "datagen/dagger.py": Module(
-        "tests/datagen/test_producers.py tests/datagen/test_images_match_poses.py -k 'dagger or sidecars'",
+        # -k matches module names too: every test of test_dagger_rollouts.py (a stand-in renderer) is selected.
+        "tests/datagen/test_dagger_rollouts.py tests/datagen/test_producers.py "
+        "tests/datagen/test_images_match_poses.py -k 'dagger or sidecars'",
         "weights_by_push DaggerProducer.make_shard DaggerProducer._servo DaggerProducer.run "
         "DaggerProducer._swap_pending DaggerProducer._install DaggerProducer._owns DaggerProducer._next_index "
-        "DaggerProducer._published_samples",
+        "DaggerProducer._owned_from DaggerProducer._published_samples",
     ),
     "training/trainer.py": Module(
         "tests/training/test_trainer.py tests/training/test_trainer_step.py -m unit",
