@@ -259,3 +259,24 @@ def test_points_off_the_plane_are_outliers_and_too_few_inliers_fail() -> None:
     assert short.inliers.sum() == 34
     few = pose_from_homography(px_cur[:3], px_des[:3], K, min_inliers=1)
     assert few.failed and few.reason == "3 matches, need at least 4" and not few.inliers.any()
+
+
+def test_a_rotation_beyond_pi_about_any_axis_is_wrapped() -> None:
+    from policy.control import denormalize_velocity
+
+    for axis in range(3):
+        w = np.zeros(3)
+        w[axis] = 3.44  # the same pose as -2.84 rad about that axis: PBVS goes the short way round
+        out = denormalize_velocity(np.concatenate([[0.1, 0.0, 0.0], w]), 1.0)
+        np.testing.assert_allclose(out[3:], w * (3.44 - 2 * np.pi) / 3.44, atol=1e-9)
+
+
+@pytest.mark.parametrize("sf", [0.5, 2.0])
+def test_the_focal_correction_applies_at_every_scale_but_one(sf: float) -> None:
+    # Only s_f = 1 is the plain [d* v, w]; any other focal scale re-expresses the pose (Eq. 19-21), which moves a
+    # generic prediction's rotation.
+    from policy.control import denormalize_velocity
+
+    unit = np.array([0.2, -0.1, 0.3, 0.15, -0.2, 0.1])
+    np.testing.assert_allclose(denormalize_velocity(unit, 1.5, 1.0), [0.3, -0.15, 0.45, 0.15, -0.2, 0.1], atol=1e-12)
+    assert np.abs(denormalize_velocity(unit, 1.5, sf)[3:] - unit[3:]).max() > 1e-3
