@@ -280,3 +280,29 @@ def test_the_focal_correction_applies_at_every_scale_but_one(sf: float) -> None:
     unit = np.array([0.2, -0.1, 0.3, 0.15, -0.2, 0.1])
     np.testing.assert_allclose(denormalize_velocity(unit, 1.5, 1.0), [0.3, -0.15, 0.45, 0.15, -0.2, 0.1], atol=1e-12)
     assert np.abs(denormalize_velocity(unit, 1.5, sf)[3:] - unit[3:]).max() > 1e-3
+
+
+def test_a_plane_pose_failure_is_all_nan_and_the_smallest_sets_are_named() -> None:
+    from policy.control import pose_from_homography
+
+    px_cur, px_des, K, dTc, _, _ = _plane_views(0.1, n=8)
+    assert not pose_from_homography(px_cur, px_des, K).failed  # eight exact matches meet the default min_inliers
+    four = pose_from_homography(px_cur[:4], px_des[:4], K, min_inliers=4)  # a homography's minimum
+    assert not four.failed
+    np.testing.assert_allclose(four.R, dTc[:3, :3], atol=1e-6)
+    est = pose_from_homography(px_cur[:7], px_des[:7], K)
+    assert est.failed and est.reason == "7 matches, need at least 8"
+    assert est.R.shape == (3, 3) and est.t_over_d.shape == est.n.shape == (3,)
+    assert np.isnan(est.R).all() and np.isnan(est.t_over_d).all() and np.isnan(est.n).all()
+    assert est.inliers.dtype == bool and est.inliers.shape == (7,) and not est.inliers.any()
+
+
+def test_the_default_homography_threshold_is_one_pixel() -> None:
+    from policy.control import pose_from_homography
+
+    px_cur, px_des, K, _, _, _ = _plane_views(0.1, n=40)
+    moved = px_des.copy()
+    moved[:5, 0] += 0.6  # within a pixel of the plane's homography
+    moved[5:10, 0] += 1.6  # beyond it
+    est = pose_from_homography(px_cur, moved, K)
+    assert est.inliers[:5].all() and not est.inliers[5:10].any() and est.inliers[10:].all()
