@@ -88,7 +88,7 @@ MODULES: dict[str, Module] = {
         "tests/training/test_trainer.py tests/training/test_trainer_step.py -m unit",
         "_optimiser_step _to_device _batch_metrics _due _prune check_input_size TrainState.*",
     ),
-    "training/dataset.py": Module("tests/training/test_dataset.py -m 'not slow'"),
+    "training/dataset.py": Module("tests/training/test_dataset.py tests/training/test_dataset_stream.py -m 'not slow'"),
     # Measured last: its stop rule and gain were reworked last.
     "policy/servo.py": Module(
         "tests/policy/test_servo.py tests/policy/test_registry.py "

@@ -265,11 +265,15 @@ class ShardStream(IterableDataset):
                 load[target] += b - a
                 if target == stream:
                     mine.append((shard, a, b))
+        gone: set[str] = set()  # quarantined during this pass: its other slices went with it
         for shard, a, b in mine:
+            if shard.id in gone:
+                continue
             try:
                 records = self._read(shard, a, b)
             except DamagedShardError as e:
                 self._quarantine(shard, e)
+                gone.add(shard.id)
                 continue
             yield from records
 
@@ -364,7 +368,10 @@ class ShardStream(IterableDataset):
             reader = self._reader
             assert reader is not None
             for shard in reader.shards:
-                arrays = reader.arrays(shard) if shard.sidecar.get("coarse", True) else {}
+                try:
+                    arrays = reader.arrays(shard) if shard.sidecar.get("coarse", True) else {}
+                except DamagedShardError:  # quarantined when it is read, not in place of the shard being read now
+                    continue
                 if "coarse_valid" in arrays:
                     self._grid = tuple(int(d) for d in arrays["coarse_valid"].shape[1:3])  # type: ignore[assignment]
                     break
