@@ -146,6 +146,11 @@ def steps(records: list[dict]) -> list[int]:
     return [int(r["step"]) for r in records]
 
 
+def val_pass(stream: ShardStream) -> list[int]:
+    """The steps of one pass of a val stream, sorted; at most 100 (more is a train stream: endless)."""
+    return sorted(int(s["step"]) for s in islice(stream, 100))
+
+
 # -- weights, plan and picks (no files) ------------------------------------------------------------------------------
 
 
@@ -226,12 +231,20 @@ class _Clock:
         self.t += seconds
 
 
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    """The module's clock, stood in for: nothing sleeps, and an endless wait fails at once."""
+    fake = _Clock()
+    monkeypatch.setattr(ds, "time", fake)
+    return fake
+
+
 class _Source:
     """Stands in for the reader under a train stream: lists `shards` (less those quarantined, and none while
     `available(t)` says so), reads records {shard, i, serial} of [start, stop) with a serial number per record read,
     moves the clock by `step_s` per read, and fails the reads of the shards in `fail`."""
 
-    def __init__(self, shards: list[ShardMeta], clock: _Clock | None = None, step_s: float = 0.0) -> None:
+    def __init__(self, shards: list[ShardMeta], clock: _Clock, step_s: float = 0.0) -> None:
         self.shards, self.clock, self.step_s = shards, clock, step_s
         self.available = lambda t: True
         self.fail: set[str] = set()
@@ -241,7 +254,7 @@ class _Source:
 
     def listing(self) -> list[ShardMeta]:
         self.listings += 1
-        if self.clock is not None and not self.available(self.clock.t - 1000.0):
+        if not self.available(self.clock.t - 1000.0):
             return []
         return [s for s in self.shards if s.id not in {g for g, _ in self.gone}]
 
@@ -252,17 +265,16 @@ class _Source:
             raise RuntimeError("20000 reads: the stream never yields")
         self.reads.append({"shard": shard.id, "start": start, "stop": stop, "listings": self.listings,
                            "held": self.served - self.yielded, "yielded": self.yielded})  # fmt: skip
-        if self.clock is not None:
-            self.clock.t += self.step_s
+        self.clock.t += self.step_s
         if shard.id in self.fail:
-            raise DamagedShardError(f"shard {shard.id}: injected damage", shard=shard.id)
+            raise DamagedShardError("injected damage", shard=shard.id)  # a message that does not name the shard
         out = [{"shard": shard.id, "i": i, "serial": self.served + j} for j, i in enumerate(range(start, stop))]
         self.served += len(out)
         return out
 
     def quarantine(self, shard: ShardMeta, reason: str) -> Path:  # DatasetReader.quarantine
         self.gone.append((shard.id, reason))
-        return Path(f"/quarantine-of/{shard.id}")
+        return Path("/stand-in/quarantine")
 
 
 def train_on(source: _Source, seed: int = 0, **kw: Any) -> tuple[ShardStream, Any]:
@@ -285,9 +297,9 @@ def _is_cyclic_run(indices: set[int], length: int, n: int) -> bool:
 
 
 @pytest.mark.parametrize(("n", "length"), [(10, 4), (3, 3)])
-def test_a_block_is_a_run_of_block_samples_that_wraps_around_the_shard_end(n: int, length: int) -> None:
+def test_a_block_is_a_run_of_block_samples_that_wraps_around_the_shard_end(n: int, length: int, clock: _Clock) -> None:
     # shuffle_buffer 1: a block comes out whole (in some order) before the next is read.
-    source = _Source([_meta("hemisphere", 0, n)])
+    source = _Source([_meta("hemisphere", 0, n)], clock)
     _, records = train_on(source, block=4, shuffle_buffer=1)
     got = pull(source, records, 60 * length)
     blocks = [{r["i"] for r in got[k : k + length]} for k in range(0, len(got), length)]
@@ -297,8 +309,8 @@ def test_a_block_is_a_run_of_block_samples_that_wraps_around_the_shard_end(n: in
     assert starts == set(range(n))
 
 
-def test_the_shuffle_buffer_holds_shuffle_buffer_samples_and_yields_each_read_sample_once() -> None:
-    source = _Source([_meta("hemisphere", 0, 50)])
+def test_the_shuffle_buffer_holds_shuffle_buffer_samples_and_yields_each_read_sample_once(clock: _Clock) -> None:
+    source = _Source([_meta("hemisphere", 0, 50)], clock)
     _, records = train_on(source, block=1, shuffle_buffer=6)
     got = pull(source, records, 300)
     serials = [r["serial"] for r in got]
@@ -311,16 +323,14 @@ def test_the_shuffle_buffer_holds_shuffle_buffer_samples_and_yields_each_read_sa
     assert [read["held"] for read in source.reads if read["yielded"] == 0] == [0, 1, 2, 3, 4, 5]
 
 
-def test_the_shard_list_is_refreshed_after_as_many_blocks_as_shards_when_refresh_seconds_is_0() -> None:
-    source = _Source([_meta("hemisphere", i, 5) for i in range(3)])
+def test_the_shard_list_is_refreshed_after_as_many_blocks_as_shards_when_refresh_seconds_is_0(clock: _Clock) -> None:
+    source = _Source([_meta("hemisphere", i, 5) for i in range(3)], clock)
     _, records = train_on(source, block=1, refresh_seconds=0.0)
     pull(source, records, 30)
     assert [read["listings"] for read in source.reads] == [1 + j // 3 for j in range(30)]
 
 
-def test_the_shard_list_is_refreshed_every_refresh_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = _Clock()
-    monkeypatch.setattr(ds, "time", clock)
+def test_the_shard_list_is_refreshed_every_refresh_seconds(clock: _Clock) -> None:
     # Three shards (a block count would re-list every 3 blocks); each read takes 0.25 s: re-list every 2 blocks.
     source = _Source([_meta("hemisphere", i, 5) for i in range(3)], clock, step_s=0.25)
     _, records = train_on(source, block=1, refresh_seconds=0.5)
@@ -330,10 +340,8 @@ def test_the_shard_list_is_refreshed_every_refresh_seconds(monkeypatch: pytest.M
 
 
 def test_an_empty_root_is_polled_with_a_warning_every_minute_until_shards_come(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    clock: _Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = _Clock()
-    monkeypatch.setattr(ds, "time", clock)
     # No shards for the first 120 s, then data for 5 s, then none again until 190 s. Each read takes 1 s.
     source = _Source([_meta("hemisphere", 0, 5)], clock, step_s=1.0)
     source.available = lambda t: 120.0 < t < 125.0 or t > 190.0
@@ -349,22 +357,23 @@ def test_an_empty_root_is_polled_with_a_warning_every_minute_until_shards_come(
 
 
 def test_a_damaged_shard_is_quarantined_and_the_train_stream_goes_on_without_it(
-    caplog: pytest.LogCaptureFixture,
+    clock: _Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     good, bad = _meta("hemisphere", 0, 6), _meta("hemisphere", 1, 6)
-    source = _Source([good, bad])
+    source = _Source([good, bad], clock)
     source.fail = {bad.id}
     stream, records = train_on(source, block=2)
     with caplog.at_level(logging.WARNING, logger="training.dataset"):
         got = pull(source, records, 40)
     assert len(got) == 40 and {r["shard"] for r in got} == {good.id}
     assert stream.damaged == [bad.id]
-    assert source.gone == [(bad.id, f"shard {bad.id}: injected damage")]
+    assert source.gone == [(bad.id, "injected damage")]
     # Listed again at once, without it.
     after = next(i for i, read in enumerate(source.reads) if read["shard"] == bad.id) + 1
     assert source.reads[after]["listings"] == source.reads[after - 1]["listings"] + 1
     (message,) = _warnings(caplog)
-    for part in ("/stand-in", bad.id, f"/quarantine-of/{bad.id}", "(1 damaged so far)", "injected damage"):
+    assert message.startswith("/stand-in: ")  # the root
+    for part in (bad.id, "/stand-in/quarantine", "(1 damaged so far)", "injected damage"):
         assert part in message
 
 
@@ -403,7 +412,7 @@ def test_a_val_pass_yields_each_val_sample_once_and_the_same_every_pass(layout) 
     root, uids = layout
     stream = ShardStream(cfg_for(root), "val", 0)
     for _ in range(2):
-        assert sorted(int(s["step"]) for s in stream) == val_uids(uids)
+        assert val_pass(stream) == val_uids(uids)
 
 
 def test_val_slices_are_dealt_to_the_least_loaded_stream(layout) -> None:
@@ -427,7 +436,7 @@ def test_val_is_partitioned_over_ranks_and_loader_workers(layout, monkeypatch: p
             info = types.SimpleNamespace(id=worker, num_workers=2)
             monkeypatch.setattr(ds, "get_worker_info", lambda info=info: info)
             stream = ShardStream(cfg_for(root), "val", 0, rank=rank, world_size=2)
-            parts[rank, worker] = [int(s["step"]) for s in stream]
+            parts[rank, worker] = val_pass(stream)
     assert sorted(u for part in parts.values() for u in part) == val_uids(uids)
     assert sorted(map(len, parts.values())) == [4, 5, 6, 7]
 
@@ -440,25 +449,25 @@ def test_stream_defaults() -> None:
 
 def test_the_train_stream_is_reproducible_per_seed_and_new_on_every_pass(layout) -> None:
     root, _ = layout
-    cfg = cfg_for(root, color_jitter=0.2, noise_std=0.05, shuffle_buffer=8)
+    cfg = cfg_for(root, color_jitter=0.2, noise_std=0.05, block=8, shuffle_buffer=8)
 
     def take(stream: ShardStream) -> dict[str, torch.Tensor]:
-        return collate(list(islice(iter(stream), 24)))
+        return collate(list(islice(iter(stream), 16)))
 
-    first, again = take(ShardStream(cfg, "train", 0)), take(ShardStream(cfg, "train", 0))
+    stream = ShardStream(cfg, "train", 0)
+    first, second = take(stream), take(stream)
+    assert not torch.equal(first["step"], second["step"])  # a second pass is a new stream
+    again = take(ShardStream(cfg, "train", 0))
     assert all(torch.equal(first[k], again[k]) for k in first)  # samples, and their colour and noise draws
     assert not torch.equal(first["step"], take(ShardStream(cfg, "train", 2))["step"])
-    stream = ShardStream(cfg, "train", 0)
-    take(stream)
-    assert not torch.equal(first["step"], take(stream)["step"])  # a second pass is a new stream
 
 
 def test_augmentation_at_zero_jitter_and_noise_changes_nothing(layout) -> None:
     # "0 turns it off": not even the draws of the stream move, so the samples are those of a stream without it.
     root, _ = layout
-    cfg = cfg_for(root, block=2, shuffle_buffer=4)
-    on = collate(list(islice(iter(ShardStream(cfg, "train", 1, augment=True)), 30)))
-    off = collate(list(islice(iter(ShardStream(cfg, "train", 1, augment=False)), 30)))
+    cfg = cfg_for(root, block=8, shuffle_buffer=4)
+    on = collate(list(islice(iter(ShardStream(cfg, "train", 1, augment=True)), 16)))
+    off = collate(list(islice(iter(ShardStream(cfg, "train", 1, augment=False)), 16)))
     assert all(torch.equal(on[k], off[k]) for k in on)
 
 
@@ -491,7 +500,7 @@ def test_a_shard_damaged_during_a_val_pass_is_quarantined_once_and_the_pass_goes
     stream = ShardStream(cfg_for(root), "val", 0)
     _fail_once(stream, H0, when)  # the first of three val shards; this stream holds all four of its slices
     with caplog.at_level(logging.WARNING, logger="training.dataset"):
-        got = sorted(int(s["step"]) for s in stream)
+        got = val_pass(stream)
     assert got == val_uids(uids, H1, H2)
     assert stream.damaged == [H0]
     (reason,) = (root / "quarantine").glob("*.reason.txt")
@@ -506,7 +515,7 @@ def test_a_shard_republished_after_quarantine_is_weighed_and_sliced_afresh(
     root = copy_root(layout[0], tmp_path)
     uids = layout[1]
     stream = ShardStream(cfg_for(root), "val", 0)
-    assert sorted(int(s["step"]) for s in stream) == val_uids(uids)
+    assert val_pass(stream) == val_uids(uids)
     with caplog.at_level(logging.WARNING, logger="training.dataset"):
         stream._quarantine(_opened(stream)[H1], DamagedShardError(f"shard {H1}: des_rgb: test damage", shard=H1))
     (message,) = _warnings(caplog)
@@ -516,7 +525,7 @@ def test_a_shard_republished_after_quarantine_is_weighed_and_sliced_afresh(
     # The producer makes it again, smaller and with other scenes: 6 samples, val ones at 1, 2, 4 and 5.
     seeds = [T[8], V[5], V[5], T[8], V[6], V[6]]
     new = publish_seeds(make_writer(root, height=H, width=W, K=K), "hemisphere", 1, seeds, 100)
-    assert sorted(int(s["step"]) for s in stream) == sorted(val_uids(uids, H0, H2) + [new[i] for i in (1, 2, 4, 5)])
+    assert val_pass(stream) == sorted(val_uids(uids, H0, H2) + [new[i] for i in (1, 2, 4, 5)])
     assert stream._weight(_opened(stream)[H1]) == pytest.approx(6 * 2 / 3)  # two of its three scenes are val
 
 
@@ -534,25 +543,32 @@ def test_pickled_streams_leave_their_reader_behind(layout) -> None:
 
 @pytest.fixture(scope="module")
 def turns_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One hemisphere shard of 12 samples with 2 x 2 coarse grids: 4 of a val scene, then 8 of a train scene, each
-    turned a different yaw from its desired camera."""
+    """H1: 12 samples with 2 x 2 coarse grids, 4 of a val scene then 8 of a train scene, each turned a different yaw
+    from its desired camera; its sidecar is an older one, without the "coarse" flag. Beside it D0, 3 train samples
+    without matches, and H0, 3 train samples with matches but damaged (a chunk file gone; no test reads it)."""
     root = tmp_path_factory.mktemp("turns") / "data"
-    yaws = [0.3 * i - 1.5 for i in range(12)]
-    publish_seeds(make_writer(root, height=H, width=W, K=K), "hemisphere", 0, [V[0]] * 4 + [T[0]] * 8, 0,
-                  grid=(2, 2), yaws=yaws)  # fmt: skip
+    writer = make_writer(root, height=H, width=W, K=K)
+    publish_seeds(writer, "dagger", 0, [T[1]] * 3, 100)
+    publish_seeds(writer, "hemisphere", 0, [T[2]] * 3, 200, grid=(2, 2))
+    publish_seeds(
+        writer, "hemisphere", 1, [V[0]] * 4 + [T[0]] * 8, 0, grid=(2, 2), yaws=[0.3 * i - 1.5 for i in range(12)]
+    )
+    victim = root / "shards" / f"{H0}.zarr"
+    next(p for p in (victim / "cur_rgb").rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
+    side = root / "shards" / f"{H1}.json"
+    side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items() if k != "coarse"}))
     return root
 
 
 def _turned(stream: ShardStream, start: int = 0, stop: int = 12) -> list[dict]:
-    (shard,) = _opened(stream).values()
-    return stream._read(shard, start, stop)
+    return stream._read(_opened(stream)[H1], start, stop)
 
 
 def test_turned_samples_carry_their_turned_image_label_and_matches(turns_root: Path) -> None:
     stream = ShardStream(cfg_for(turns_root, rot90_max_deg=180.0), "train", 0, with_coarse=True, rot90=True)
     records = _turned(stream)
     assert steps(records) == list(range(4, 12))
-    raw = stream._open().read(stream._open().shards[0], 0, 12)  # as stored
+    raw = stream._open().read(_opened(stream)[H1], 0, 12)  # as stored
     assert {r["turn"] for r in records} - {0}, "every turn drawn was 0: nothing checked"
     for r in records:
         i, k = r["step"], r["turn"]
@@ -615,20 +631,14 @@ def test_an_unknown_coarse_grid_is_a_clear_error(layout) -> None:
         stream._read(_opened(stream)[D0], 0, 6)
 
 
-def test_the_coarse_grid_comes_from_a_readable_shard_with_matches(tmp_path: Path) -> None:
-    # The first hemisphere shard is damaged: it must neither fail the read of a DAgger shard nor get it quarantined
-    # in its place. The second one's sidecar is older, without the "coarse" flag: its arrays decide.
-    writer = make_writer(tmp_path, height=8, width=12, K=K)
-    publish_seeds(writer, "dagger", 0, [T[0]] * 3, 0)
-    publish_seeds(writer, "hemisphere", 0, [T[1]] * 3, 3, grid=(2, 3))
-    publish_seeds(writer, "hemisphere", 1, [T[2]] * 3, 6, grid=(2, 3))
-    victim = tmp_path / "shards" / f"{H0}.zarr"
-    next(p for p in (victim / "cur_rgb").rglob("*") if p.is_file() and p.name != "zarr.json").unlink()
-    side = tmp_path / "shards" / f"{H1}.json"
-    side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items() if k != "coarse"}))
-    stream = ShardStream(cfg_for(tmp_path), "train", 0, with_coarse=True)
+def test_the_coarse_grid_comes_from_a_readable_shard_with_matches(turns_root: Path) -> None:
+    # The first hemisphere shard, H0, is damaged: it must neither fail the read of a DAgger shard nor get it
+    # quarantined in its place. H1's sidecar is older, without the "coarse" flag: its arrays decide.
+    stream = ShardStream(cfg_for(turns_root), "train", 0, with_coarse=True)
     records = stream._read(_opened(stream)[D0], 0, 3)
-    assert [r["coarse_valid"].shape for r in records] == [(2, 3)] * 3
+    assert steps(records) == [100, 101, 102]
+    assert [r["coarse_valid"].shape for r in records] == [(2, 2)] * 3
+    assert [r["coarse_match"].shape for r in records] == [(2, 2, 2)] * 3
 
 
 # -- augmentation noise ----------------------------------------------------------------------------------------------
@@ -680,6 +690,12 @@ def test_jitter_and_noise_keep_images_in_0_1() -> None:
 # -- the loader, its workers and the wait for data -------------------------------------------------------------------
 
 
+def test_collate_stacks_a_batch_of_one() -> None:
+    # A val pass can end on a batch of one sample.
+    batch = collate([{"cur": torch.zeros(3, 2, 2), "step": torch.tensor(7)}])
+    assert batch["cur"].shape == (1, 3, 2, 2) and batch["step"].tolist() == [7]
+
+
 def test_make_loader_builds_the_stream_and_a_loader_without_workers(tmp_path: Path) -> None:
     cfg = cfg_for(tmp_path, workers=0)
     loader = make_loader(cfg, "val", seed=3, batch_size=5)
@@ -717,17 +733,16 @@ def test_a_loader_worker_sets_its_torch_threads() -> None:
     assert torch.get_num_threads() == n
 
 
-def test_wait_for_shards_polls_until_shards_come(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock, asked = _Clock(), []
-    monkeypatch.setattr(ds, "time", clock)
+def test_wait_for_shards_polls_until_shards_come(clock: _Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = []
     monkeypatch.setattr(ds, "count_shards", lambda root: asked.append(root) or (3 if clock.t >= 1001.0 else 0))
     assert wait_for_shards("/some/root", 1.2, poll=0.5) == 3
     assert asked == ["/some/root"] * 3 and clock.slept == [0.5, 0.5]
 
 
-def test_wait_for_shards_gives_up_at_the_deadline_naming_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = _Clock()
-    monkeypatch.setattr(ds, "time", clock)
+def test_wait_for_shards_gives_up_at_the_deadline_naming_the_root(
+    clock: _Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(ds, "count_shards", lambda root: 0)
     with pytest.raises(TimeoutError, match=r"/some/root: no published shards after waiting 1\.2 s"):
         wait_for_shards("/some/root", 1.2, poll=0.5)
