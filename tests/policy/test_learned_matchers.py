@@ -218,8 +218,8 @@ def _start_at_offset(env: ServoEnv, seed: int) -> tuple[float, float]:
 def test_learned_controllers_converge_from_a_small_offset(env: ServoEnv, name: str) -> None:
     # Measured at 128 px (seeds 0-3 and 6): every row converges on seeds 0 and 6; the PBVS rows and XFeat miss some
     # of the others (XFeat + LighterGlue mismatches a checkerboard ground, PBVS's essential matrix is noisy near
-    # the goal at 128 px).
-    for seed in (0, 6):
+    # the goal at 128 px). One seed keeps `make test` inside its budget.
+    for seed in (6,):
         start = _start_at_offset(env, seed)
         ctrl = make_controller(name)
         ctrl.reset(env.desired_frame().rgb, env.camera.K, env.scene_scale)
