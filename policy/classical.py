@@ -336,37 +336,20 @@ def _sift_ibvs(setup: ControllerSetup) -> MatcherIBVS:
     return MatcherIBVS("sift", **_limits(setup))
 
 
-@register_controller("aliked_ibvs")
-def _aliked_ibvs(setup: ControllerSetup) -> MatcherIBVS:
-    """ALIKED + LightGlue matches, IBVS with the mean interaction matrix."""
-    return MatcherIBVS("aliked", device=setup.device, **_limits(setup))
+_LAWS: dict[str, type[_MatcherController]] = {"ibvs": MatcherIBVS, "pbvs": MatcherPBVS}
 
 
-@register_controller("aliked_pbvs")
-def _aliked_pbvs(setup: ControllerSetup) -> MatcherPBVS:
-    """ALIKED + LightGlue matches, essential-matrix PBVS."""
-    return MatcherPBVS("aliked", device=setup.device, **_limits(setup))
+def _register_learned(name: str) -> None:
+    family, law = name.split("_")
+    cls = _LAWS[law]
+
+    def factory(setup: ControllerSetup) -> _MatcherController:
+        return cls(family, device=setup.device, **_limits(setup))  # type: ignore[arg-type]
+
+    factory.__qualname__ = f"_{name}"  # the registry names a factory by its qualified name
+    factory.__doc__ = f"{family} matches (policy.learned_matching) on the setup's device, then {cls.__name__}."
+    register_controller(name)(factory)
 
 
-@register_controller("disk_ibvs")
-def _disk_ibvs(setup: ControllerSetup) -> MatcherIBVS:
-    """DISK + LightGlue matches, IBVS with the mean interaction matrix."""
-    return MatcherIBVS("disk", device=setup.device, **_limits(setup))
-
-
-@register_controller("disk_pbvs")
-def _disk_pbvs(setup: ControllerSetup) -> MatcherPBVS:
-    """DISK + LightGlue matches, essential-matrix PBVS."""
-    return MatcherPBVS("disk", device=setup.device, **_limits(setup))
-
-
-@register_controller("xfeat_ibvs")
-def _xfeat_ibvs(setup: ControllerSetup) -> MatcherIBVS:
-    """XFeat + LighterGlue matches, IBVS with the mean interaction matrix."""
-    return MatcherIBVS("xfeat", device=setup.device, **_limits(setup))
-
-
-@register_controller("xfeat_pbvs")
-def _xfeat_pbvs(setup: ControllerSetup) -> MatcherPBVS:
-    """XFeat + LighterGlue matches, essential-matrix PBVS."""
-    return MatcherPBVS("xfeat", device=setup.device, **_limits(setup))
+for _name in LEARNED_CONTROLLERS:
+    _register_learned(_name)

@@ -276,6 +276,20 @@ class PoseEstimate(NamedTuple):
     reason: str = ""
 
 
+def _matched_pixels(px_cur: ArrayLike, px_des: ArrayLike, K: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pc = as_array(px_cur, (None, 2), "px_cur")
+    pd = as_array(px_des, (None, 2), "px_des")
+    if pc.shape != pd.shape:
+        raise ValueError(f"px_cur and px_des must have the same shape, got {pc.shape} and {pd.shape}")
+    return pc, pd, as_array(K, (3, 3), "K")
+
+
+def _nearest_rotation(M: np.ndarray) -> np.ndarray:
+    # The rotation closest to M in the Frobenius norm (its polar factor, with the sign that keeps det = +1).
+    U, _, Vt = np.linalg.svd(M)
+    return U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+
+
 def pose_from_matches(
     px_cur: ArrayLike,
     px_des: ArrayLike,
@@ -291,11 +305,7 @@ def pose_from_matches(
     """
     import cv2  # OpenCV is only needed by matcher-based controllers, keep `import policy` light.
 
-    pc = as_array(px_cur, (None, 2), "px_cur")
-    pd = as_array(px_des, (None, 2), "px_des")
-    K = as_array(K, (3, 3), "K")
-    if pc.shape != pd.shape:
-        raise ValueError(f"px_cur and px_des must have the same shape, got {pc.shape} and {pd.shape}")
+    pc, pd, K = _matched_pixels(px_cur, px_des, K)
     n = len(pc)
 
     def fail(reason: str, mask: np.ndarray | None = None) -> PoseEstimate:
@@ -353,11 +363,7 @@ def pose_from_homography(
     """
     import cv2
 
-    pc = as_array(px_cur, (None, 2), "px_cur")
-    pd = as_array(px_des, (None, 2), "px_des")
-    K = as_array(K, (3, 3), "K")
-    if pc.shape != pd.shape:
-        raise ValueError(f"px_cur and px_des must have the same shape, got {pc.shape} and {pd.shape}")
+    pc, pd, K = _matched_pixels(px_cur, px_des, K)
     n = len(pc)
 
     def fail(reason: str, mask: np.ndarray | None = None) -> PlanePose:
@@ -373,19 +379,16 @@ def pose_from_homography(
     if inliers.sum() < min_inliers:
         return fail(f"{int(inliers.sum())} homography inliers, need {min_inliers}", inliers)
     _, rotations, translations, normals = cv2.decomposeHomographyMat(H, K)
-    K_inv = np.linalg.inv(K)
-    before = (np.column_stack([pc[inliers], np.ones(int(inliers.sum()))]) @ K_inv.T)[:, None, :2].astype(np.float32)
-    after = (np.column_stack([pd[inliers], np.ones(int(inliers.sum()))]) @ K_inv.T)[:, None, :2].astype(np.float32)
+    # OpenCV wants the inliers as normalised image coordinates, float32, shaped (N, 1, 2).
+    before, after = (cv2.undistortPoints(p[inliers].reshape(-1, 1, 2), K, None).astype(np.float32) for p in (pc, pd))
     kept = cv2.filterHomographyDecompByVisibleRefpoints(rotations, normals, before, after)
     # As t -> 0 every decomposition has the same R and a vanishing t, and the visibility test can drop them all;
     # then any will do, and the normal facing the camera is chosen as always.
     candidates = kept.ravel().tolist() if kept is not None and len(kept) else list(range(len(rotations)))
     best = max(candidates, key=lambda i: float(np.ravel(normals[i])[2]))
     # With t ~ 0 OpenCV returns the normalised H itself as R, orthonormal only to the noise: project it onto SO(3).
-    U, _, Vt = np.linalg.svd(np.asarray(rotations[best], np.float64))
-    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
     return PlanePose(
-        R,
+        _nearest_rotation(np.asarray(rotations[best], np.float64)),
         np.asarray(translations[best], np.float64).ravel(),
         np.asarray(normals[best], np.float64).ravel(),
         inliers,
@@ -428,8 +431,7 @@ def denormalize_velocity(vel_unit: ArrayLike, scene_scale: float, focal_scale: f
     if norm_t < 1e-12:
         # No translation, no epipolar geometry: the rotation is seen through the homography S^-1 R S;
         # take the nearest rotation to it.
-        U, _, Vt = np.linalg.svd(S_inv @ R_u @ S)
-        T_hat[:3, :3] = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+        T_hat[:3, :3] = _nearest_rotation(S_inv @ R_u @ S)
         return pbvs(T_hat)
     # The left null vector of E^ is S^-1 t~, so the translation direction, sign included, is known exactly.
     # Of the twisted pair of rotations, the one nearer to R~ is right whenever the focal correction turns the

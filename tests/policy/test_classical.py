@@ -7,12 +7,12 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from configs import load_config
 from policy.classical import CONTROLLERS, MatcherIBVS, MatcherPBVS
 from policy.control import pbvs
 from policy.interface import Controller
 from policy.registry import make_controller
 from sim import ServoEnv
+from tests.fixtures.factories import textured_sim
 
 DT = 0.02
 GAIN = 2.0  # CNS executes the commanded velocity at 2x
@@ -21,17 +21,7 @@ SEEDS = (0, 1, 2)
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[ServoEnv]:
-    cfg = load_config(
-        "smoke",
-        [
-            "sim.camera.width=256",
-            "sim.camera.height=256",
-            "sim.scene.textureless_prob=0.0",
-            "sim.scene.ground_textureless_prob=0.0",
-            "sim.scene.effects.prob=0.0",
-        ],
-    ).sim
-    with ServoEnv(cfg) as e:
+    with ServoEnv(textured_sim(256)) as e:
         yield e
 
 

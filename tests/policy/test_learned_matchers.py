@@ -22,6 +22,7 @@ from policy.classical import LEARNED_CONTROLLERS, MatcherIBVS, MatcherPBVS
 from policy.registry import ControllerSetup, make_controller
 from sim import ServoEnv
 from sim.geometry import exp_se3
+from tests.fixtures.factories import textured_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 256
@@ -190,18 +191,7 @@ OFFSET = exp_se3(np.array([0.06, -0.05, 0.08, 0.04, -0.07, 0.11]), 1.0)
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[ServoEnv]:
-    size = str(CONVERGE_SIZE)
-    cfg = load_config(
-        "smoke",
-        [
-            f"sim.camera.width={size}",
-            f"sim.camera.height={size}",
-            "sim.scene.textureless_prob=0.0",
-            "sim.scene.ground_textureless_prob=0.0",
-            "sim.scene.effects.prob=0.0",
-        ],
-    ).sim
-    with ServoEnv(cfg) as e:
+    with ServoEnv(textured_sim(CONVERGE_SIZE)) as e:
         yield e
 
 

@@ -30,6 +30,7 @@ from policy.rotation import rotate_label, turn_image
 from shards import DamagedShardError, ShardBuffer, ShardError, ShardKey, ShardMeta
 from sim.geometry import make_pose, relative_pose, rot_z
 from tests.fixtures.factories import make_writer
+from tests.training.test_dataset import data_cfg
 from training.dataset import (
     ShardStream,
     _augment,
@@ -64,19 +65,8 @@ D0, H0, H1, H2 = "dagger-r0000-000000", "hemisphere-r0000-000000", "hemisphere-r
 
 
 def cfg_for(root: Path | str, **kw: Any) -> DataConfig:
-    base = {
-        "root": str(root),
-        "dagger_fraction": 0.3,
-        "val_fraction": VAL_FRACTION,
-        "block": 4,
-        "shuffle_buffer": 1,
-        "refresh_seconds": 0.0,
-        "workers": 0,
-        "color_jitter": 0.0,
-        "noise_std": 0.0,
-        "rot90_max_deg": 45.0,
-    }
-    return DataConfig(**{**base, **kw})
+    """test_dataset.py's config with this file's split, blocks of 4 and no shuffling beyond one sample."""
+    return data_cfg(root, **{"val_fraction": VAL_FRACTION, "block": 4, "shuffle_buffer": 1, **kw})
 
 
 def publish_seeds(
