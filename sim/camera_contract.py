@@ -91,14 +91,18 @@ def random_case(rng: np.random.Generator, W: int, H: int) -> tuple[Camera, np.nd
     return cam, wTc, wTo
 
 
-def check_case(renderer: Renderer, cam: Camera, wTc: np.ndarray, wTo: np.ndarray) -> ContractResult:
-    """Render the plate once through (cam, wTc) and compare it with the analytic projection."""
-    scene = SceneSpec(
-        objects=(ObjectSpec(plate(), MaterialSpec(), wTo),),
+def plate_scene(wTo: np.ndarray, material: MaterialSpec | None = None) -> SceneSpec:
+    """The plate at pose wTo (4x4), lit from above, with no ground and no sky."""
+    return SceneSpec(
+        objects=(ObjectSpec(plate(), material or MaterialSpec(), wTo),),
         lights=(LightSpec((0.0, 0.0, -1.0), (1.0, 1.0, 1.0)),),
         ambient=(1.0, 1.0, 1.0),
     )
-    renderer.load(scene)
+
+
+def check_case(renderer: Renderer, cam: Camera, wTc: np.ndarray, wTo: np.ndarray) -> ContractResult:
+    """Render the plate once through (cam, wTc) and compare it with the analytic projection."""
+    renderer.load(plate_scene(wTo))
     frame = renderer.render(cam.K, wTc)
     mask = frame.rgb.max(axis=2) > 0
     expected, z, dist = analytic(cam, wTc, wTo)

@@ -6,10 +6,8 @@ The camera contract on Isaac itself is in test_camera_contract.py (skipped with 
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from configs import load_config
 from sim import isaac_backend
 from sim.isaac_backend import IsaacUnavailable, app_config, render_gpu, unavailable_reason
 from sim.render import check_backend, make_renderer
+from tests.sim.isaac_stand_ins import Settings, World, fake_isaac
 
 NOT_HERE = unavailable_reason() is not None
 
@@ -93,155 +92,9 @@ def test_joining_a_cluster_leaves_the_check_to_the_workers(monkeypatch: pytest.M
             check_local_backend(load_config("smoke", ["sim.backend=isaac"]))
 
 
-class _FakeAnnotator:
-    def __init__(self, name: str, log: list) -> None:
-        self.name, self.log, self.product = name, log, None
-
-    def attach(self, products: list) -> None:
-        self.product = products[0]
-
-    def detach(self) -> None:
-        self.log.append(("detach", self.name))
-
-    def get_data(self) -> np.ndarray:
-        w, h = self.product.size
-        if self.name == "rgb":
-            return np.full((h, w, 4), 200, np.uint8)
-        depth = np.full((h, w), 0.7, np.float32)
-        depth[0, :] = np.inf  # what the annotator reports where nothing was hit
-        depth[1, :] = 0.0
-        return depth
-
-
-# What a stage load may bring back: SimulationApp 5.1's own render defaults (anti_aliasing 3 is DLSS) and the
-# Replicator/Kit settings we turn off. The stand-in resets to these on new_stage(), at once and again on the next
-# update() (Kit handles stage events inside update()).
-_HOSTILE_DEFAULTS = {
-    "/rtx/post/aa/op": 3,
-    "/rtx/post/histogram/enabled": True,
-    "/omni/replicator/captureMotionBlur": True,
-    "/omni/replicator/captureOnPlay": True,
-    "/omni/replicator/asyncRendering": True,
-    "/app/asyncRendering": True,
-}
-
-
-class _Kit:
-    """Kit's command line as far as it matters here: `--/path=value` settings and a few flags; anything else fails."""
-
-    FLAGS = ("--no-window", "--portable", "--allow-root")
-
-    def __init__(self, args: list[str]) -> None:
-        bad = [a for a in args if not (a.startswith("--/") and "=" in a) and a not in self.FLAGS]
-        if bad:
-            raise RuntimeError(f"Kit: unknown command-line arguments {bad}")
-        self.settings = dict(a[2:].split("=", 1) for a in args if a.startswith("--/"))
-
-
-class _World:
-    """The state the stand-ins share: carb settings, the viewport, pending stage events, and what was captured."""
-
-    def __init__(self) -> None:
-        self.log: list = []
-        self.settings: dict = {}
-        self.viewport = types.SimpleNamespace(updates_enabled=True)
-        self.pending_resets: list[dict] = []
-        self.captures: list[tuple[dict, bool]] = []
-
-
-class _Settings:
-    def __init__(self, world: _World) -> None:
-        self.world = world
-
-    def get(self, key: str) -> object:
-        return self.world.settings.get(key)
-
-    def set(self, key: str, value: object) -> None:
-        self.world.settings[key] = value
-
-
-class _SimulationApp:
-    """SimulationApp 5.1's launch as far as it matters: argparse parse_known_args() on sys.argv, the unknown
-    arguments and the config's Kit arguments handed to a strict Kit, render settings from the config."""
-
-    world: _World
-
-    def __init__(self, cfg: dict) -> None:
-        _, unknown = argparse.ArgumentParser(add_help=False).parse_known_args()
-        args = [*cfg["extra_args"], f"--/physics/cudaDevice={cfg.get('physics_gpu', 0)}", *unknown]
-        self.kit = _Kit(["--no-window", *args])
-        self.cfg = cfg
-        self.world.settings.update(_HOSTILE_DEFAULTS)
-        self.world.settings["/rtx/post/aa/op"] = cfg.get("anti_aliasing", 3)  # reset_render_settings()
-        if cfg.get("disable_viewport_updates") and cfg.get("headless"):
-            self.world.viewport.updates_enabled = False
-        self.world.log.append(("app", cfg["extra_args"][0]))
-
-    def update(self) -> None:
-        if self.world.pending_resets:
-            self.world.settings.update(self.world.pending_resets.pop())
-        self.world.log.append(("update",))
-
-
-class _Context:
-    def __init__(self, world: _World) -> None:
-        self.world, self.stage = world, None
-
-    def new_stage(self) -> None:
-        from pxr import Usd
-
-        self.stage = Usd.Stage.CreateInMemory()
-        self.world.settings.update(_HOSTILE_DEFAULTS)
-        self.world.pending_resets.append(dict(_HOSTILE_DEFAULTS))
-
-    def get_stage(self):
-        return self.stage
-
-
-class _Product:
-    def __init__(self, world: _World, path: str, size: tuple) -> None:
-        self.world, self.path, self.size = world, path, size
-
-    def destroy(self) -> None:
-        self.world.log.append(("destroy",))
-
-
-def _fake_isaac(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """Stand-ins for isaacsim, carb, omni.usd, the viewport utility and omni.replicator.core around a real usd-core
-    stage: a SimulationApp that hands unknown arguments to a strict Kit, a new_stage() that resets the render
-    settings, and an orchestrator step that records the settings each frame was rendered with."""
-    pytest.importorskip("pxr.Usd")
-    world = _World()
-    names = ("isaacsim", "carb", "carb.settings", "omni", "omni.usd", "omni.kit", "omni.kit.viewport")
-    names += ("omni.kit.viewport.utility", "omni.replicator", "omni.replicator.core")
-    mods = {name: types.ModuleType(name) for name in names}
-
-    def step(**kw: object) -> None:
-        world.log.append(("step", kw))
-        world.captures.append((dict(world.settings), world.viewport.updates_enabled))
-
-    ctx = _Context(world)
-    mods["isaacsim"].SimulationApp = type("SimulationApp", (_SimulationApp,), {"world": world})
-    mods["carb.settings"].get_settings = lambda: _Settings(world)
-    mods["omni.usd"].get_context = lambda: ctx
-    mods["omni.kit.viewport.utility"].get_active_viewport = lambda: world.viewport
-    rep = mods["omni.replicator.core"]
-    rep.create = types.SimpleNamespace(render_product=lambda path, size: _Product(world, path, size))
-    rep.AnnotatorRegistry = types.SimpleNamespace(get_annotator=lambda name: _FakeAnnotator(name, world.log))
-    rep.orchestrator = types.SimpleNamespace(step=step)
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(mods[parent], child, mod)
-    monkeypatch.setattr(isaac_backend, "_app", None)
-    monkeypatch.setattr(isaac_backend, "unavailable_reason", lambda: None)
-    return types.SimpleNamespace(world=world, ctx=ctx, App=mods["isaacsim"].SimulationApp)
-
-
 @pytest.mark.unit
 def test_renderer_wiring_against_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    log = _fake_isaac(monkeypatch).world.log
+    log = fake_isaac(monkeypatch).world.log
     from sim.camera import Camera
     from sim.geometry import look_at
     from sim.scene import SceneSpec
@@ -272,7 +125,7 @@ def test_renderer_wiring_against_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_
 
 @pytest.mark.unit
 def test_kit_never_sees_the_processs_own_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    fake = _fake_isaac(monkeypatch)
+    fake = fake_isaac(monkeypatch)
     argv = ["/app/sim/isaac_check.py", "--frames", "50", "sim.renderer.backend=isaac", "--node-ip-address=10.0.0.2"]
     monkeypatch.setattr(sys, "argv", list(argv))
     with pytest.raises(RuntimeError, match=r"Kit: unknown command-line arguments \['--frames', '50'"):
@@ -285,7 +138,7 @@ def test_kit_never_sees_the_processs_own_arguments(monkeypatch: pytest.MonkeyPat
 def test_captures_are_pixel_exact_after_every_stage_reset(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from sim.scene import SceneSpec
 
-    fake = _fake_isaac(monkeypatch)
+    fake = fake_isaac(monkeypatch)
     r = isaac_backend.IsaacRenderer(32, 32, cache_dir=tmp_path)
     r.load(SceneSpec())
     K = [[32.0, 0.0, 16.0], [0.0, 32.0, 16.0], [0.0, 0.0, 1.0]]
@@ -304,10 +157,10 @@ def test_captures_are_pixel_exact_after_every_stage_reset(monkeypatch: pytest.Mo
 
 @pytest.mark.unit
 def test_apply_render_settings_writes_only_what_differs() -> None:
-    world = _World()
+    world = World()
     world.settings.update({**isaac_backend.PIXEL_EXACT_SETTINGS, "/rtx/post/aa/op": 3})
     writes: list = []
-    settings = _Settings(world)
+    settings = Settings(world)
     settings.set = lambda key, value: (writes.append(key), world.settings.__setitem__(key, value))
     assert isaac_backend.apply_render_settings(settings) == ["/rtx/post/aa/op"]
     assert writes == ["/rtx/post/aa/op"] and world.settings["/rtx/post/aa/op"] == 0
@@ -317,7 +170,7 @@ def test_apply_render_settings_writes_only_what_differs() -> None:
 
 @pytest.mark.unit
 def test_physics_and_renderer_share_the_cuda_device(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    fake = _fake_isaac(monkeypatch)
+    fake = fake_isaac(monkeypatch)
     monkeypatch.setenv("CNSV2_ISAAC_GPU", "3")
     r = isaac_backend.IsaacRenderer(32, 32, cache_dir=tmp_path)
     assert r.app.kit.settings["/physics/cudaDevice"] == "3"
@@ -336,7 +189,7 @@ def test_k_route_decides_whether_the_lens_schema_is_authored(
     from sim.scene import SceneSpec
     from sim.usd_camera import LENS_SCHEMA
 
-    _fake_isaac(monkeypatch)
+    fake_isaac(monkeypatch)
     monkeypatch.setenv("CNSV2_ISAAC_K_ROUTE", route)
     r = isaac_backend.IsaacRenderer(64, 48, cache_dir=tmp_path)
     r.load(SceneSpec())
