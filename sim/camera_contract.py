@@ -3,7 +3,8 @@
 A thin square plate at a known pose is rendered through random pinhole cameras (off-centre principal points,
 fx != fy, several sizes and focal lengths). Its mask must equal the analytic projection pixel for pixel (pixel
 centres closer than TIE_PX to an edge are rasteriser ties), and its depth must match the ray-plane intersection
-within DEPTH_TOL. The tests run it on every backend present; `python -m sim.isaac_check` runs it on Isaac Sim.
+within DEPTH_TOL. The tests run it on every backend present; `python -m sim.isaac_check` renders the same plate on
+Isaac Sim through each way of giving it K.
 """
 
 from __future__ import annotations
