@@ -3,7 +3,8 @@
 A thin square plate at a known pose is rendered through random pinhole cameras (off-centre principal points,
 fx != fy, several sizes and focal lengths). Its mask must equal the analytic projection pixel for pixel (pixel
 centres closer than TIE_PX to an edge are rasteriser ties), and its depth must match the ray-plane intersection
-within DEPTH_TOL. The tests run it on every backend present; `python -m sim.isaac_check` runs it on Isaac Sim.
+within DEPTH_TOL. The tests run it on every backend present; `python -m sim.isaac_check` renders the same plate on
+Isaac Sim through each way of giving it K.
 """
 
 from __future__ import annotations
@@ -91,14 +92,18 @@ def random_case(rng: np.random.Generator, W: int, H: int) -> tuple[Camera, np.nd
     return cam, wTc, wTo
 
 
-def check_case(renderer: Renderer, cam: Camera, wTc: np.ndarray, wTo: np.ndarray) -> ContractResult:
-    """Render the plate once through (cam, wTc) and compare it with the analytic projection."""
-    scene = SceneSpec(
-        objects=(ObjectSpec(plate(), MaterialSpec(), wTo),),
+def plate_scene(wTo: np.ndarray, material: MaterialSpec | None = None) -> SceneSpec:
+    """The plate at pose wTo (4x4), lit from above, with no ground and no sky."""
+    return SceneSpec(
+        objects=(ObjectSpec(plate(), material or MaterialSpec(), wTo),),
         lights=(LightSpec((0.0, 0.0, -1.0), (1.0, 1.0, 1.0)),),
         ambient=(1.0, 1.0, 1.0),
     )
-    renderer.load(scene)
+
+
+def check_case(renderer: Renderer, cam: Camera, wTc: np.ndarray, wTo: np.ndarray) -> ContractResult:
+    """Render the plate once through (cam, wTc) and compare it with the analytic projection."""
+    renderer.load(plate_scene(wTo))
     frame = renderer.render(cam.K, wTc)
     mask = frame.rgb.max(axis=2) > 0
     expected, z, dist = analytic(cam, wTc, wTo)

@@ -5,16 +5,28 @@ SIGINT handler), builds a USD stage from each `SceneSpec` with `sim.usd_stage.bu
 the CPU tests check with usd-core), and renders synchronously: set the camera, `rep.orchestrator.step`, read the
 `rgb` and `distance_to_image_plane` annotators. No scripted replicator graph runs, so a DAgger loop can step it.
 
-Camera: the USD apertures and aperture offsets reproduce any K exactly in USD's own projection (checked with
-usd-core to 1e-5 px), and the OpenCV pinhole lens schema is applied as well, because the RTX renderer may ignore
-aperture offsets (shared/notes/isaac-sim.md). Render-and-crop was not chosen: it cannot express the half-pixel
-offset of our canonical K (cx = W/2 with pixel centres at integers), and it renders more pixels than it keeps.
-Which of the two the renderer honours, and the schema's half-pixel convention, are what `python -m sim.isaac_check`
-settles on the first RTX machine (its camera contract has off-centre and non-square cases).
+Launch (Isaac Sim 5.1's isaacsim.simulation_app/simulation_app.py, read for this): SimulationApp hands every
+command-line argument it does not know to Kit, so `start_app` shows it only the program name (a Ray worker's flags,
+`--frames 50`, `sim.renderer.backend=isaac` are ours, not Kit's). The launch config pins the renderer
+(`activeCudaGpus`) and PhysX (`physics_gpu`, i.e. `/physics/cudaDevice`) to the same CUDA device, asks for no
+anti-aliasing (its default, 3, is DLSS) and turns off the headless viewport's per-frame updates
+(`disable_viewport_updates`, which SimulationApp applies to the active viewport).
 
-Scene poses come from the SceneSpec, which the sampler has already settled with physics, so that both backends
-draw the same scene from the same spec. The rigid bodies are authored all the same; `settle_steps > 0` lets PhysX
-settle them again for scenes that did not come from the sampler.
+Pixel-exact frames: `PIXEL_EXACT_SETTINGS` (no anti-aliasing/DLSS, no auto-exposure, no motion blur, synchronous
+capture) are checked and re-applied after every new stage, after every scene load and before every capture, because
+Isaac documents resetting render settings after a stage is loaded (SimulationApp.reset_render_settings).
+
+Camera: the USD apertures and aperture offsets reproduce any K exactly in USD's own projection (checked with
+usd-core to 1e-5 px); the RTX renderer may ignore aperture offsets and assumes square pixels, so by default the
+OpenCV pinhole lens schema carries K as well (route "lens"). Route "aperture" (CNSV2_ISAAC_K_ROUTE=aperture, or
+`k_route=`) leaves the schema out. Which route the renderer honours, and the schema's half-pixel convention, are
+what `python -m sim.isaac_check` settles on the first RTX machine. Render-and-crop was not chosen: it cannot express
+the half-pixel offset of our canonical K (cx = W/2 with pixel centres at integers), and it renders more pixels than
+it keeps.
+
+No physics runs here: SceneSpec poses come from the sampler, which has already settled them with MuJoCo, so both
+backends draw the same scene from the same spec. The stage has no UsdPhysics.Scene and the timeline never plays;
+its objects are authored as kinematic bodies only so that the stage describes the same collision shapes.
 
 Nothing here is importable without Isaac Sim; `unavailable_reason()` and `make_renderer("isaac", ...)` say what is
 missing and how to install it before anything heavy starts.
@@ -26,9 +38,11 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -47,6 +61,18 @@ INSTALL_HINT = (
 # Data-centre GPUs without RT cores: Isaac Sim's RTX renderer cannot create a device on them.
 NO_RT_CORES = ("A100", "H100", "H200", "H800", "A800", "V100", "P100", "B200", "GB200")
 CAMERA_PATH = "/World/Camera"
+K_ROUTES = ("lens", "aperture")
+
+# Carb settings a frame must be rendered with to be a pure function of scene and camera (the camera contract is
+# pixel-exact, and DAgger images must match hemisphere ones). Names as Isaac Sim 5.1 uses them.
+PIXEL_EXACT_SETTINGS: dict[str, bool | int] = {
+    "/rtx/post/aa/op": 0,  # anti-aliasing off: 1 TAA, 2 FXAA, 3 DLSS (SimulationApp's default), 4 RTXAA
+    "/rtx/post/histogram/enabled": False,  # auto-exposure off: the same scene always gives the same image
+    "/omni/replicator/captureMotionBlur": False,  # teleported cameras must not smear
+    "/omni/replicator/captureOnPlay": False,  # we step the orchestrator ourselves
+    "/omni/replicator/asyncRendering": False,  # get_data() must return this step's frame
+    "/app/asyncRendering": False,
+}
 
 _app: Any = None  # one SimulationApp per process; it cannot be re-created
 
@@ -93,18 +119,62 @@ def render_gpu() -> int:
     return int(value)
 
 
+def default_k_route() -> Literal["lens", "aperture"]:
+    """How the camera carries K: CNSV2_ISAAC_K_ROUTE (`lens`: OpenCV pinhole lens schema, the default; `aperture`)."""
+    value = os.environ.get("CNSV2_ISAAC_K_ROUTE", "lens")
+    if value not in K_ROUTES:
+        raise ValueError(f"CNSV2_ISAAC_K_ROUTE must be one of {', '.join(K_ROUTES)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def app_config(width: int, height: int, gpu: int) -> dict[str, Any]:
-    """The SimulationApp launch settings: headless, RTX real-time lighting, one GPU pinned by its CUDA index."""
+    """The SimulationApp launch settings: headless, RTX real-time lighting, renderer and PhysX on one CUDA device.
+
+    `gpu` is a CUDA device index (>= 0). Keys are SimulationApp 5.1's DEFAULT_LAUNCHER_CONFIG names.
+    """
+    if not isinstance(gpu, int) or gpu < 0:
+        raise ValueError(f"gpu must be a CUDA device index >= 0, got {gpu!r}")
     return {
         "headless": True,
         "renderer": "RaytracedLighting",
         "width": width,
         "height": height,
         "multi_gpu": False,
+        # SimulationApp writes this to /rtx/post/aa/op at start and on every reset_render_settings(); its default
+        # is 3 (DLSS).
+        "anti_aliasing": 0,
+        # SimulationApp passes --/physics/cudaDevice=<physics_gpu>, 0 by default whatever the renderer uses.
+        "physics_gpu": gpu,
+        "disable_viewport_updates": True,  # headless: nobody looks at the viewport, so it need not render
         # activeCudaGpus takes a CUDA index (CUDA_VISIBLE_DEVICES renumbers those, not the graphics list);
         # the trailing comma keeps a one-element list a string for Kit's parser.
         "extra_args": [f"--/renderer/multiGpu/activeCudaGpus={gpu},"],
     }
+
+
+def apply_render_settings(settings: Any, wanted: Mapping[str, bool | int] = PIXEL_EXACT_SETTINGS) -> list[str]:
+    """Set every key of `wanted` that `settings` (a carb.settings ISettings) does not already hold; return those keys.
+
+    Only differing keys are written, so calling this before every capture costs a few reads and does not touch
+    settings the renderer watches.
+    """
+    changed = []
+    for key, value in wanted.items():
+        if settings.get(key) != value:
+            settings.set(key, value)
+            changed.append(key)
+    return changed
+
+
+def _disable_viewport_updates() -> None:
+    # SimulationApp does this once at start (disable_viewport_updates); a new stage must not bring it back.
+    try:
+        from omni.kit.viewport.utility import get_active_viewport
+    except ImportError:  # an experience without the viewport extension renders no viewport anyway
+        return
+    viewport = get_active_viewport()
+    if viewport is not None:
+        viewport.updates_enabled = False
 
 
 def start_app(width: int, height: int) -> Any:
@@ -118,17 +188,20 @@ def start_app(width: int, height: int) -> Any:
             "Isaac Sim must start on the main thread (it installs a SIGINT handler); in Ray, use a synchronous actor "
             "without concurrency groups"
         )
+    config = app_config(width, height, render_gpu())
     from isaacsim import SimulationApp  # must come before any omni/carb/pxr import
 
-    _app = SimulationApp(app_config(width, height, render_gpu()))
+    # SimulationApp parses sys.argv and hands Kit every argument it does not know: a Ray worker's flags, our CLI's
+    # options and key=value overrides. Kit gets only the program name; the caller's argv is put back afterwards.
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        _app = SimulationApp(config)
+    finally:
+        sys.argv = argv
     import carb.settings
 
-    s = carb.settings.get_settings()
-    s.set("/omni/replicator/captureOnPlay", False)  # we step the orchestrator ourselves
-    s.set("/omni/replicator/asyncRendering", False)  # get_data() must return this step's frame
-    s.set("/app/asyncRendering", False)
-    s.set("/rtx/post/aa/op", 0)  # no anti-aliasing or DLSS: exact pixel edges, as the camera contract demands
-    s.set("/rtx/post/histogram/enabled", False)  # no auto-exposure: the same scene always gives the same image
+    apply_render_settings(carb.settings.get_settings())
     return _app
 
 
@@ -143,23 +216,31 @@ class IsaacRenderer:
         shadows: bool = True,
         shadow_size: int = 1024,
         rt_subframes: int = 4,
-        settle_steps: int = 0,
+        k_route: Literal["lens", "aperture"] | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.width, self.height = int(width), int(height)
-        if rt_subframes < 1 or settle_steps < 0:
-            raise ValueError(f"need rt_subframes >= 1 and settle_steps >= 0, got {rt_subframes}, {settle_steps}")
+        if rt_subframes < 1:
+            raise ValueError(f"need rt_subframes >= 1, got {rt_subframes}")
+        route = default_k_route() if k_route is None else k_route
+        if route not in K_ROUTES:
+            raise ValueError(f"k_route must be one of {', '.join(K_ROUTES)}, got {route!r}")
+        self.k_route = route
         self.shadows = bool(shadows)  # RTX lights always cast shadows; kept for interface parity with MuJoCo
-        self.rt_subframes, self.settle_steps = int(rt_subframes), int(settle_steps)
+        self.rt_subframes = int(rt_subframes)
         self.cache_dir = Path(cache_dir or Path.home() / ".cache" / "cnsv2" / "usd")
         self.app = start_app(self.width, self.height)
+        import carb.settings
         import omni.replicator.core as rep
         import omni.usd
 
         self._rep = rep
+        self._settings = carb.settings.get_settings()
         self._ctx = omni.usd.get_context()
         self._ctx.new_stage()
         self._stage = self._ctx.get_stage()
+        apply_render_settings(self._settings)  # a new stage may have brought the app's defaults back
+        _disable_viewport_updates()
         self._camera: Any = None
         self._product: Any = None
         self._annotators: list[Any] = []
@@ -175,17 +256,18 @@ class IsaacRenderer:
         build_stage(scene, self.cache_dir, self._stage)  # replaces the previous scene's prims, keeps the camera
         if self._camera is None:
             self._make_camera()
-        if self.settle_steps:
-            self._settle()
         for _ in range(3):  # new materials and textures load asynchronously; a headless app must tick to see them
             self.app.update()
+        apply_render_settings(self._settings)  # after the ticks: stage events run inside update()
         self._loaded = True
 
     def _make_camera(self) -> None:
         from sim.usd_camera import define_camera
 
         cam = Camera.canonical(self.width, self.height)
-        self._camera = define_camera(self._stage, CAMERA_PATH, cam.K, self.width, self.height, np.eye(4))
+        self._camera = define_camera(
+            self._stage, CAMERA_PATH, cam.K, self.width, self.height, np.eye(4), lens_schema=self.k_route == "lens"
+        )
         self._K = cam.K
         rep = self._rep
         self._product = rep.create.render_product(CAMERA_PATH, (self.width, self.height))
@@ -194,20 +276,13 @@ class IsaacRenderer:
             annotator.attach([self._product])
             self._annotators.append(annotator)
 
-    def _settle(self) -> None:
-        import omni.timeline
-
-        timeline = omni.timeline.get_timeline_interface()
-        timeline.play()
-        for _ in range(self.settle_steps):
-            self.app.update()
-        timeline.pause()
-
     def _set_intrinsics(self, K: np.ndarray, wTc: np.ndarray) -> None:
         from sim.usd_camera import define_camera
 
         # Redefining the prim at the same path keeps the render product attached and types every attribute.
-        self._camera = define_camera(self._stage, CAMERA_PATH, K, self.width, self.height, wTc)
+        self._camera = define_camera(
+            self._stage, CAMERA_PATH, K, self.width, self.height, wTc, lens_schema=self.k_route == "lens"
+        )
         self._K = K.copy()
 
     def render(self, K: ArrayLike, wTc: ArrayLike) -> Frame:
@@ -223,6 +298,7 @@ class IsaacRenderer:
             self._set_intrinsics(K, T)
         else:
             set_camera_pose(self._camera, T)
+        apply_render_settings(self._settings)  # reads only, unless something reset them since the last frame
         self._rep.orchestrator.step(rt_subframes=self.rt_subframes, delta_time=0.0, pause_timeline=False)
         rgba, depth = (np.asarray(a.get_data()) for a in self._annotators)
         if rgba.shape[:2] != (self.height, self.width) or depth.shape[:2] != (self.height, self.width):

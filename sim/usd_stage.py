@@ -7,7 +7,8 @@ Layout (metres, z up, default prim /World):
     /World/Objects/obj_000   Xform with one xformOp:transform = the object's pose wTo, referencing the mesh's
                              cached .usdc layer (child `Mesh`); rigid body, convex-hull collision, mass
     /World/Looks/mat_000     OmniPBR MDL material of obj_000 (and /World/Looks/ground for the ground)
-    /World/Lights/light_000  UsdLux.DistantLight per LightSpec; /World/Lights/dome for ambient light and sky
+    /World/Lights/light_000  UsdLux.DistantLight per LightSpec; /World/Lights/dome (DomeLight_1, pole on Z)
+                             for ambient light and sky
 
 Meshes and textures are written once to `cache_dir` under content-hash names (atomic, reused), which replaces
 Omniverse's asset converter for our in-memory meshes. The mapping mirrors `sim.mujoco_backend` where USD allows;
@@ -42,16 +43,27 @@ MESH_LAYER_VERSION = "cnsv2-mesh-1"
 DOME_INTENSITY = 1000.0
 DISTANT_INTENSITY = np.pi * DOME_INTENSITY
 
-# USD's classic DomeLight has its pole on local +Y with latitude 0, longitude 0 on local +Z and longitude +pi/2
-# on local +X (OpenEXR latlong). Our equirect skies (and MuJoCo's sky) put world azimuth atan2(y, x) = -pi at
-# column 0 increasing to the right, with +X at the centre column: the mirror image. Flipping the image left-right
-# makes column c mean the same longitude in both, and this rotation takes dome-local axes to world axes
-# (local +X -> world +Y, local +Y (pole) -> world +Z, local +Z -> world +X).
+# The dome: one convention, authored explicitly instead of left to a renderer's default.
+# UsdLux.DomeLight (the classic schema) has its latlong pole on local +Y (OpenEXR), but Omniverse RTX keeps its older
+# Z-pole dome for it unless a light says otherwise, so a transform composed for one reading is 90 degrees off in the
+# other (the Y-pole transform authored before issue 19 would put the zenith along world +X in RTX).
+# UsdLux.DomeLight_1 (USD 23.11+, so in Kit 107's USD 24.05) says otherwise: with poleAxis "Z" the renderer first
+# turns the dome +90 degrees about local X (OpenUSD usdImaging/domeLight_1Adapter.cpp, _GetDomeOffset), taking the
+# OpenEXR frame (pole +Y, longitude 0 on +Z, longitude +pi/2 on +X) to pole +Z, longitude 0 on -Y, longitude +pi/2
+# on +X, and applies the prim's own transform after that. The prim transform below only turns about Z, so the
+# zenith is world +Z under both readings (the spec's, and a renderer that ignores poleAxis and keeps a Z pole);
+# only the longitude could then differ, and `python -m sim.isaac_check` measures it on RTX.
+#
+# Longitude: our equirect skies (and MuJoCo's sky) put world azimuth atan2(y, x) = -pi at column 0, increasing to
+# the right, with +X at the centre column; OpenEXR's longitude decreases to the right (+pi at column 0). Flipping
+# the image left-right makes texture longitude equal our azimuth, and R_z(+90 degrees) then takes the pole-aligned
+# frame's longitude 0 (-Y) to world +X and longitude +pi/2 (+X) to world +Y.
+DOME_POLE_AXIS = "Z"
 DOME_TO_WORLD = np.array(
     [
-        [0.0, 0.0, 1.0, 0.0],
+        [0.0, -1.0, 0.0, 0.0],
         [1.0, 0.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
         [0.0, 0.0, 0.0, 1.0],
     ]
 )
@@ -302,7 +314,8 @@ def _define_dome(stage: Usd.Stage, scene: SceneSpec, cache_dir: Path) -> None:
     from sim.usd_camera import gf_matrix
 
     ambient = _rgb(scene.ambient, "ambient")
-    dome = UsdLux.DomeLight.Define(stage, "/World/Lights/dome")
+    dome = UsdLux.DomeLight_1.Define(stage, "/World/Lights/dome")
+    dome.CreatePoleAxisAttr(DOME_POLE_AXIS)  # explicit: see DOME_TO_WORLD
     dome.ClearXformOpOrder()
     dome.AddTransformOp(UsdGeom.XformOp.PrecisionDouble).Set(gf_matrix(DOME_TO_WORLD))
     sky: SkySpec | None = scene.sky

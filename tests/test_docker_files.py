@@ -25,6 +25,7 @@ DOCKERFILE = DOCKER / "Dockerfile"
 DOCKERFILE_ISAAC = DOCKER / "Dockerfile.isaac"
 RAY_CLUSTER = DOCKER / "ray-cluster.yaml"
 KUBERAY = DOCKER / "kuberay.yaml"
+ISAAC_PYTHON = DOCKER / "isaac-python.sh"
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -274,6 +275,70 @@ def test_dockerfiles_drop_root_and_cache_pip() -> None:
     isaac_runs = " ".join(instruction_args(DOCKERFILE_ISAAC, "RUN"))
     assert "--no-deps -e ." in isaac_runs
     assert ".[dev]" not in isaac_runs  # usd-core's pxr would shadow Kit's USD
+
+
+@pytest.mark.unit
+def test_isaac_image_runs_python_through_the_wrapper_not_python_sh() -> None:
+    copies = instruction_args(DOCKERFILE_ISAAC, "COPY")
+    assert "--chmod=0755 docker/isaac-python.sh /usr/local/bin/python" in copies
+    runs = " ".join(instruction_args(DOCKERFILE_ISAAC, "RUN"))
+    assert "python.sh" not in runs  # python.sh would turn every failure into exit 1
+    assert "exec /usr/local/bin/python -m pip" in runs and "exec /usr/local/bin/python -m ray.scripts.scripts" in runs
+    assert "ln -sf /usr/local/bin/python /usr/local/bin/python3" in runs
+
+
+def _fake_isaac_root(root: Path, vulkan_ok: bool) -> Path:
+    """An /isaac-sim with python.sh's neighbours: setup_python_env.sh, vulkan_check.sh and a python3 that reports
+    its pid, arguments and environment, then exits with $FAKE_EXIT."""
+    (root / "kit" / "python" / "bin").mkdir(parents=True)
+    (root / "setup_python_env.sh").write_text('export FAKE_PYTHONPATH="$SCRIPT_DIR/site"\n')
+    (root / "vulkan_check.sh").write_text(
+        'echo "Fatal Error: Can\'t find libGLX_nvidia.so.0..." >&2; exit 1\n' if not vulkan_ok else "exit 0\n"
+    )
+    python = root / "kit" / "python" / "bin" / "python3"
+    python.write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "pid=$$"; echo "carb=$CARB_APP_PATH"; echo "exp=$EXP_PATH"; echo "env=$FAKE_PYTHONPATH"\n'
+        'for a in "$@"; do echo "arg=$a"; done\n'
+        'exit "${FAKE_EXIT:-0}"\n'
+    )
+    python.chmod(0o755)
+    return root
+
+
+def _run_wrapper(root: Path, args: list[str], exit_code: int, in_container: str) -> tuple[int, int, str, str]:
+    env = {"PATH": "/usr/bin:/bin", "ISAACSIM_PATH": str(root), "FAKE_EXIT": str(exit_code)}
+    env["CNSV2_IN_CONTAINER"] = in_container
+    proc = subprocess.Popen(
+        ["bash", str(ISAAC_PYTHON), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, proc.pid, out, err
+
+
+@pytest.mark.unit
+def test_isaac_python_wrapper_keeps_the_exit_status_and_the_arguments(tmp_path: Path) -> None:
+    root = _fake_isaac_root(tmp_path / "isaac-sim", vulkan_ok=True)
+    args = ["-m", "sim.isaac_check", "--frames", "50", "two words", "sim.renderer.backend=isaac"]
+    code, pid, out, err = _run_wrapper(root, args, 2, "1")
+    assert code == 2, err  # python.sh would have made this 1
+    lines = out.splitlines()
+    assert [a[4:] for a in lines if a.startswith("arg=")] == args
+    assert f"pid={pid}" in lines  # exec: Python is the process that was started, and gets its signals
+    assert f"carb={root}/kit" in lines and f"exp={root}/apps" in lines and f"env={root}/site" in lines
+    assert err == ""
+    assert _run_wrapper(root, ["-c", "pass"], 0, "1")[0] == 0
+
+
+@pytest.mark.unit
+def test_isaac_python_wrapper_reports_a_failed_vulkan_check_and_still_runs(tmp_path: Path) -> None:
+    root = _fake_isaac_root(tmp_path / "isaac-sim", vulkan_ok=False)
+    code, _, out, err = _run_wrapper(root, ["-m", "sim.isaac_check"], 2, "1")
+    assert code == 2 and "arg=sim.isaac_check" in out  # Python ran, and its status came through
+    assert "Can't find libGLX_nvidia.so.0" in err and "--gpus all" in err and "sim.isaac_check" in err
+    # Outside a container python.sh skips the check, and so does the wrapper.
+    code, _, _, err = _run_wrapper(root, ["-c", "pass"], 0, "0")
+    assert code == 0 and err == ""
 
 
 def _requirement_script(path: Path) -> str:

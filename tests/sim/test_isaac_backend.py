@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from configs import load_config
 from sim import isaac_backend
 from sim.isaac_backend import IsaacUnavailable, app_config, render_gpu, unavailable_reason
 from sim.render import check_backend, make_renderer
+from tests.sim.isaac_stand_ins import Settings, World, fake_isaac
 
 NOT_HERE = unavailable_reason() is not None
 
@@ -41,6 +41,8 @@ def test_app_pins_one_gpu_by_cuda_index(monkeypatch: pytest.MonkeyPatch) -> None
     cfg = app_config(256, 256, 3)
     assert cfg["headless"] and cfg["multi_gpu"] is False
     assert cfg["extra_args"] == ["--/renderer/multiGpu/activeCudaGpus=3,"]  # the trailing comma matters to Kit
+    # SimulationApp 5.1 turns these keys into --/physics/cudaDevice, /rtx/post/aa/op and the viewport switch.
+    assert cfg["physics_gpu"] == 3 and cfg["anti_aliasing"] == 0 and cfg["disable_viewport_updates"] is True
     monkeypatch.setenv("CNSV2_ISAAC_GPU", "2")
     assert render_gpu() == 2
     monkeypatch.setenv("CNSV2_ISAAC_GPU", "cuda:1")
@@ -90,82 +92,9 @@ def test_joining_a_cluster_leaves_the_check_to_the_workers(monkeypatch: pytest.M
             check_local_backend(load_config("smoke", ["sim.backend=isaac"]))
 
 
-class _FakeAnnotator:
-    def __init__(self, name: str, log: list) -> None:
-        self.name, self.log, self.product = name, log, None
-
-    def attach(self, products: list) -> None:
-        self.product = products[0]
-
-    def detach(self) -> None:
-        self.log.append(("detach", self.name))
-
-    def get_data(self) -> np.ndarray:
-        w, h = self.product.size
-        if self.name == "rgb":
-            return np.full((h, w, 4), 200, np.uint8)
-        depth = np.full((h, w), 0.7, np.float32)
-        depth[0, :] = np.inf  # what the annotator reports where nothing was hit
-        depth[1, :] = 0.0
-        return depth
-
-
-def _fake_isaac(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Stand-ins for isaacsim, carb, omni.usd and omni.replicator.core around a real usd-core stage."""
-    usd = pytest.importorskip("pxr.Usd")
-    log: list = []
-    names = ("isaacsim", "carb", "carb.settings", "omni", "omni.usd", "omni.replicator", "omni.replicator.core")
-    mods = {name: types.ModuleType(name) for name in names}
-
-    class App:
-        def __init__(self, cfg: dict) -> None:
-            log.append(("app", cfg["extra_args"][0]))
-            self.cfg = cfg
-
-        def update(self) -> None:
-            log.append(("update",))
-
-    class Settings:
-        def set(self, key: str, value: object) -> None:
-            log.append(("setting", key, value))
-
-    class Context:
-        stage = None
-
-        def new_stage(self) -> None:
-            self.stage = usd.Stage.CreateInMemory()
-
-        def get_stage(self):
-            return self.stage
-
-    class Product:
-        def __init__(self, path: str, size: tuple) -> None:
-            self.path, self.size = path, size
-
-        def destroy(self) -> None:
-            log.append(("destroy",))
-
-    ctx = Context()
-    mods["isaacsim"].SimulationApp = App
-    mods["carb.settings"].get_settings = Settings
-    mods["omni.usd"].get_context = lambda: ctx
-    rep = mods["omni.replicator.core"]
-    rep.create = types.SimpleNamespace(render_product=lambda path, size: Product(path, size))
-    rep.AnnotatorRegistry = types.SimpleNamespace(get_annotator=lambda name: _FakeAnnotator(name, log))
-    rep.orchestrator = types.SimpleNamespace(step=lambda **kw: log.append(("step", kw)))
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(mods[parent], child, mod)
-    monkeypatch.setattr(isaac_backend, "_app", None)
-    monkeypatch.setattr(isaac_backend, "unavailable_reason", lambda: None)
-    return log
-
-
 @pytest.mark.unit
 def test_renderer_wiring_against_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    log = _fake_isaac(monkeypatch)
+    log = fake_isaac(monkeypatch).world.log
     from sim.camera import Camera
     from sim.geometry import look_at
     from sim.scene import SceneSpec
@@ -173,7 +102,6 @@ def test_renderer_wiring_against_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_
 
     r = isaac_backend.IsaacRenderer(64, 48, rt_subframes=2, cache_dir=tmp_path)
     assert log[0] == ("app", "--/renderer/multiGpu/activeCudaGpus=0,")  # the app starts before any setting is made
-    assert ("setting", "/omni/replicator/captureOnPlay", False) in log
     with pytest.raises(RuntimeError, match="no scene loaded"):
         r.render(np.eye(3), np.eye(4))
     r.load(SceneSpec())
@@ -193,3 +121,83 @@ def test_renderer_wiring_against_stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_
     assert ("destroy",) in log and ("detach", "rgb") in log
     with pytest.raises(RuntimeError, match="closed"):
         r.load(SceneSpec())
+
+
+@pytest.mark.unit
+def test_kit_never_sees_the_processs_own_arguments(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    fake = fake_isaac(monkeypatch)
+    argv = ["/app/sim/isaac_check.py", "--frames", "50", "sim.renderer.backend=isaac", "--node-ip-address=10.0.0.2"]
+    monkeypatch.setattr(sys, "argv", list(argv))
+    with pytest.raises(RuntimeError, match=r"Kit: unknown command-line arguments \['--frames', '50'"):
+        fake.App(isaac_backend.app_config(64, 64, 0))  # the stand-in is as strict as the real hand-over
+    isaac_backend.IsaacRenderer(64, 64, cache_dir=tmp_path)
+    assert sys.argv == argv  # put back for the caller's own parser
+
+
+@pytest.mark.unit
+def test_captures_are_pixel_exact_after_every_stage_reset(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from sim.scene import SceneSpec
+
+    fake = fake_isaac(monkeypatch)
+    r = isaac_backend.IsaacRenderer(32, 32, cache_dir=tmp_path)
+    r.load(SceneSpec())
+    K = [[32.0, 0.0, 16.0], [0.0, 32.0, 16.0], [0.0, 0.0, 1.0]]
+    r.render(K, np.eye(4))
+    fake.ctx.new_stage()  # another stage load brings SimulationApp's defaults back
+    assert fake.world.settings["/rtx/post/aa/op"] == 3
+    r.app.update()
+    r.render(K, np.eye(4))
+    assert len(fake.world.captures) == 2
+    for captured, viewport_updates in fake.world.captures:
+        assert {k: captured[k] for k in isaac_backend.PIXEL_EXACT_SETTINGS} == isaac_backend.PIXEL_EXACT_SETTINGS
+        assert viewport_updates is False
+    # The launch itself asks for no anti-aliasing, so SimulationApp's reset_render_settings() keeps it off too.
+    assert isaac_backend.app_config(32, 32, 0)["anti_aliasing"] == 0
+
+
+@pytest.mark.unit
+def test_apply_render_settings_writes_only_what_differs() -> None:
+    world = World()
+    world.settings.update({**isaac_backend.PIXEL_EXACT_SETTINGS, "/rtx/post/aa/op": 3})
+    writes: list = []
+    settings = Settings(world)
+    settings.set = lambda key, value: (writes.append(key), world.settings.__setitem__(key, value))
+    assert isaac_backend.apply_render_settings(settings) == ["/rtx/post/aa/op"]
+    assert writes == ["/rtx/post/aa/op"] and world.settings["/rtx/post/aa/op"] == 0
+    assert isaac_backend.apply_render_settings(settings) == []
+    assert writes == ["/rtx/post/aa/op"]  # nothing rewritten once it holds
+
+
+@pytest.mark.unit
+def test_physics_and_renderer_share_the_cuda_device(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    fake = fake_isaac(monkeypatch)
+    monkeypatch.setenv("CNSV2_ISAAC_GPU", "3")
+    r = isaac_backend.IsaacRenderer(32, 32, cache_dir=tmp_path)
+    assert r.app.kit.settings["/physics/cudaDevice"] == "3"
+    assert r.app.kit.settings["/renderer/multiGpu/activeCudaGpus"] == "3,"
+    assert fake.world.viewport.updates_enabled is False
+    with pytest.raises(ValueError, match="CUDA device index"):
+        isaac_backend.app_config(32, 32, -1)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("route", ["lens", "aperture"])
+def test_k_route_decides_whether_the_lens_schema_is_authored(
+    route: str, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from sim.camera import Camera
+    from sim.scene import SceneSpec
+    from sim.usd_camera import LENS_SCHEMA
+
+    fake_isaac(monkeypatch)
+    monkeypatch.setenv("CNSV2_ISAAC_K_ROUTE", route)
+    r = isaac_backend.IsaacRenderer(64, 48, cache_dir=tmp_path)
+    r.load(SceneSpec())
+    r.render(Camera.from_focal(50.0, 64, 48, 55.0, 30.0, 25.0).K, np.eye(4))
+    prim = r._camera.GetPrim()
+    assert (LENS_SCHEMA in prim.GetAppliedSchemas() or prim.HasAttribute("omni:lensdistortion:model")) == (
+        route == "lens"
+    )
+    monkeypatch.setenv("CNSV2_ISAAC_K_ROUTE", "crop")
+    with pytest.raises(ValueError, match="CNSV2_ISAAC_K_ROUTE"):
+        isaac_backend.default_k_route()

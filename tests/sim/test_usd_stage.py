@@ -134,9 +134,11 @@ def _check_stage(stage: Usd.Stage, scene: SceneSpec) -> None:
         assert light.GetIntensityAttr().Get() > 0
         assert prim.GetAttribute("inputs:shadow:enable").Get() == spec.cast_shadow
 
-    domes = [p for p in stage.Traverse() if p.IsA(UsdLux.DomeLight)]
+    domes = [p for p in stage.Traverse() if p.IsA(UsdLux.DomeLight) or p.IsA(UsdLux.DomeLight_1)]
     assert len(domes) == 1
-    dome = UsdLux.DomeLight(domes[0])
+    dome = UsdLux.DomeLight_1(domes[0])
+    assert dome, "the dome must be a DomeLight_1, whose poleAxis the renderer reads"
+    assert dome.GetPoleAxisAttr().HasAuthoredValue()  # never the fallback "scene"
     has_image = scene.sky is not None and scene.sky.image is not None
     assert dome.GetTextureFileAttr().HasAuthoredValue() == has_image
     if has_image:
@@ -188,25 +190,68 @@ def test_rebuilding_replaces_the_scene_and_keeps_other_prims(
     assert stage.GetPrimAtPath("/World/Camera").IsA(UsdGeom.Camera)
 
 
+# The renderer's side of DomeLight_1, written out here from the spec rather than imported from the code under test:
+# OpenEXR latlong (pole +Y, longitude 0 on +Z, +pi/2 on +X; column 0 is longitude +pi), then the pole offset of
+# OpenUSD usdImaging/domeLight_1Adapter.cpp (_GetDomeOffset: +90 degrees about X for poleAxis "Z", or for "scene"
+# on a Z-up stage; none for "Y"), then the prim's world transform.
+_POLE_OFFSET = {"Y": np.eye(3), "Z": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])}
+
+
+def _texel_directions(dome: UsdLux.DomeLight_1, rows: np.ndarray, cols: np.ndarray, h: int, w: int) -> np.ndarray:
+    pole = dome.GetPoleAxisAttr().Get()  # _check_stage makes sure it is authored, never "scene"
+    lat = np.pi / 2 - np.pi * (np.asarray(rows) + 0.5) / h
+    lon = np.pi - 2 * np.pi * (np.asarray(cols) + 0.5) / w
+    local = np.stack([np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)], axis=-1)
+    M = np.array(dome.ComputeLocalToWorldTransform(DEFAULT)).T[:3, :3]
+    return local @ (M @ _POLE_OFFSET[pole]).T
+
+
+def test_sky_zenith_is_world_up_under_either_pole_reading(hand_scene: SceneSpec, tmp_path: Path) -> None:
+    stage = build_stage(hand_scene, tmp_path)  # held: a prim does not keep its stage alive
+    dome = UsdLux.DomeLight_1(stage.GetPrimAtPath("/World/Lights/dome"))
+    assert dome.GetPoleAxisAttr().Get() == "Z"
+    h, w = hand_scene.sky.image.shape[:2]
+    top = _texel_directions(dome, np.zeros(w), np.arange(w), h, w)  # the texture's first row rings the zenith
+    assert (top[:, 2] > np.cos(np.pi / h) - 1e-9).all()
+    # A renderer that ignored poleAxis and kept a Z-pole dome would take local +Z as the zenith: still world +Z.
+    M = np.array(dome.ComputeLocalToWorldTransform(DEFAULT)).T[:3, :3]
+    np.testing.assert_allclose(M @ [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], atol=1e-12)
+
+
+def test_known_sky_longitudes_land_on_known_world_directions(tmp_path: Path) -> None:
+    # A grey sky with one red texel on the horizon towards world +Y and a green one towards world +X.
+    h, w = 32, 64
+    sky = np.full((h, w, 3), 128, np.uint8)
+    row = h // 2  # the texel row just below the horizon
+    col_y = w * 3 // 4  # our azimuth at column c is 2 pi (c + 0.5) / w - pi: +Y is at c + 0.5 = 3w/4
+    col_x = w // 2  # +X is at c + 0.5 = w/2
+    sky[row, col_y] = (255, 0, 0)
+    sky[row, col_x] = (0, 255, 0)
+    stage = build_stage(SceneSpec(sky=SkySpec(image=sky)), tmp_path)
+    dome = UsdLux.DomeLight_1(stage.GetPrimAtPath("/World/Lights/dome"))
+    tex = _read_png(dome.GetTextureFileAttr().Get().path)
+    half_texel = np.pi / w
+    for colour, world in (((255, 0, 0), [0.0, 1.0, 0.0]), ((0, 255, 0), [1.0, 0.0, 0.0])):
+        (r,), (c,) = np.nonzero((tex == colour).all(axis=2))
+        d = _texel_directions(dome, np.array([r]), np.array([c]), h, w)[0]
+        assert np.degrees(np.arccos(np.clip(d @ world, -1, 1))) < np.degrees(2 * half_texel), (colour, d)
+
+
 def test_sky_texture_is_oriented_like_mujocos_sky(hand_scene: SceneSpec, tmp_path: Path) -> None:
-    # MuJoCo's sky: column c is world azimuth atan2(y, x) = 2 pi (c + 0.5) / W - pi, row 0 the zenith. USD's
-    # DomeLight (OpenEXR latlong): longitude pi - 2 pi x / W with (lat, lon) -> local (cos sin, sin, cos cos).
+    # MuJoCo's sky: column c is world azimuth atan2(y, x) = 2 pi (c + 0.5) / W - pi, row 0 the zenith.
     stage = build_stage(hand_scene, tmp_path)
-    dome = UsdLux.DomeLight(stage.GetPrimAtPath("/World/Lights/dome"))
+    dome = UsdLux.DomeLight_1(stage.GetPrimAtPath("/World/Lights/dome"))
     sky = hand_scene.sky.image
     tex = _read_png(dome.GetTextureFileAttr().Get().path)
     h, w = sky.shape[:2]
-    M = np.array(dome.ComputeLocalToWorldTransform(DEFAULT)).T[:3, :3]
     rng = np.random.default_rng(0)
-    for r, c in zip(rng.integers(0, h, 20), rng.integers(0, w, 20), strict=True):
-        lat = np.pi / 2 - np.pi * (r + 0.5) / h
-        az = 2 * np.pi * (c + 0.5) / w - np.pi
-        ours = [np.cos(lat) * np.cos(az), np.cos(lat) * np.sin(az), np.sin(lat)]
-        c_tex = w - 1 - c
-        lon = np.pi - 2 * np.pi * (c_tex + 0.5) / w
-        local = [np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)]
-        np.testing.assert_allclose(M @ local, ours, atol=1e-12)
-        np.testing.assert_array_equal(tex[r, c_tex], sky[r, c])
+    rows, cols = rng.integers(0, h, 20), rng.integers(0, w, 20)
+    lat = np.pi / 2 - np.pi * (rows + 0.5) / h
+    az = 2 * np.pi * (cols + 0.5) / w - np.pi
+    ours = np.stack([np.cos(lat) * np.cos(az), np.cos(lat) * np.sin(az), np.sin(lat)], axis=1)
+    cols_tex = w - 1 - cols
+    np.testing.assert_allclose(_texel_directions(dome, rows, cols_tex, h, w), ours, atol=1e-12)
+    np.testing.assert_array_equal(tex[rows, cols_tex], sky[rows, cols])
 
 
 def test_mesh_layer_is_cached_by_content(tmp_path: Path) -> None:
