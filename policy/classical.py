@@ -47,6 +47,9 @@ Detector = Literal["sift", "orb", "aliked", "disk", "xfeat"]
 LEARNED = ("aliked", "disk", "xfeat")  # policy.learned_matching's families
 # The CNS baselines' RANSAC settings for the essential matrix.
 RANSAC_PROB, RANSAC_THRESHOLD_PX = 0.999, 3.0
+# OpenCV's RANSAC draws from one process-wide generator, so without a reset an episode's samples, and on marginal
+# match sets its trajectory, depended on which episodes the same worker had run before.
+RANSAC_SEED = 0
 # Below this median translation parallax (pixels, after removing the estimated rotation) the essential matrix's
 # translation direction is noise, so PBVS hands over to IBVS.
 MIN_PARALLAX_PX = 1.0
@@ -187,13 +190,15 @@ class _MatcherController:
         self._below = 0
 
     def reset(self, desired_rgb: np.ndarray, K: np.ndarray, scene_scale: float) -> None:
-        """Compute the desired keypoints once, store K and d*, and clear the stop counter."""
+        """Compute the desired keypoints once, store K and d*, clear the stop counter and reseed OpenCV's RANSAC, so
+        that an episode's result does not depend on the episodes run before it in the same process."""
         K = np.asarray(K, np.float64)
         if K.shape != (3, 3):
             raise ValueError(f"K: expected (3, 3), got {K.shape}")
         if not scene_scale > 0:
             raise ValueError(f"scene_scale must be > 0, got {scene_scale}")
         self._matcher.set_desired(desired_rgb)
+        cv2.setRNGSeed(RANSAC_SEED)
         if self.track_below is not None:
             self._tracker.set_desired(_gray(desired_rgb))
         self.K, self.scene_scale, self._below, self._tracking = K, float(scene_scale), 0, False

@@ -7,6 +7,15 @@ converging. Once the current image is close to the desired one, the classical co
 set of desired-image corners (Shi-Tomasi), found once per episode, and locate each in the current image by
 pyramidal Lucas-Kanade (Bouguet's implementation in OpenCV): sub-pixel, and the same points every frame. A
 forward-backward check (track back into the desired image and compare) drops corners that drifted or were occluded.
+
+Lucas-Kanade assumes brightness constancy. Under a lighting change between the desired and the current image (the
+lighting suite; a real cell whose lamps differ from the teach-in) the raw intensities disagree, every corner is
+pulled by a fraction of a pixel, and the residual error never falls to the stop threshold. So both images are
+tracked after local contrast normalisation, z = (I - mean_s(I)) / std_s(I) over a Gaussian window of scale s, which
+cancels any intensity change that is locally affine (gain and offset varying slowly across the image) and moves no
+edge: the same point-wise map applies to both images, so an unchanged view still tracks to zero. Its price is reach:
+an occluder now perturbs corners up to about 3 s beyond the Lucas-Kanade window, so s is kept small (4 px; on a
+synthetic relit texture s from 3 to 12 px all cut the error from 0.33 px to 0.05 px).
 """
 
 from __future__ import annotations
@@ -14,7 +23,31 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["DesiredTracker"]
+__all__ = ["DesiredTracker", "local_contrast"]
+
+# Local standard deviations below this (grey levels) are sensor noise on a flat patch, not texture: the floor keeps
+# the normalisation from amplifying that noise into false structure.
+_STD_FLOOR = 2.0
+# z-scores to uint8 (what OpenCV's Lucas-Kanade takes): 128 + 32 z keeps |z| <= 4 without clipping.
+_Z_GAIN = 32.0
+
+
+def local_contrast(gray: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Local contrast normalisation of a grey image (H, W) uint8: 128 + 32 (I - mean) / max(std, 2) as uint8, with
+    mean and std over a Gaussian window of `sigma_px` pixels; `sigma_px` = 0 returns the image unchanged.
+
+    Invariant to I -> a I + b for any a > 0, b (up to the std floor and uint8 rounding), and, over scales larger than
+    the window, to a gain and offset that vary across the image."""
+    gray = _check_gray(gray, "gray")
+    if sigma_px == 0:
+        return gray
+    if not sigma_px > 0:
+        raise ValueError(f"sigma_px must be >= 0, got {sigma_px}")
+    f = gray.astype(np.float32)
+    mean = cv2.GaussianBlur(f, (0, 0), sigma_px)
+    var = cv2.GaussianBlur(f * f, (0, 0), sigma_px) - mean * mean
+    z = (f - mean) / np.maximum(np.sqrt(np.maximum(var, 0.0)), _STD_FLOOR)
+    return np.clip(128.0 + _Z_GAIN * z, 0, 255).astype(np.uint8)
 
 
 class DesiredTracker:
@@ -22,7 +55,8 @@ class DesiredTracker:
 
     `max_corners`, `quality` and `min_distance_px` choose the corners (cv2.goodFeaturesToTrack); `window_px` and
     `levels` are the Lucas-Kanade window and pyramid depth; a corner whose forward-backward track misses its start by
-    more than `fb_max_px` pixels is dropped.
+    more than `fb_max_px` pixels is dropped. Both images are tracked after local contrast normalisation over a Gaussian
+    window of `normalise_sigma_px` pixels (0 tracks the raw intensities).
     """
 
     def __init__(
@@ -33,6 +67,7 @@ class DesiredTracker:
         window_px: int = 21,
         levels: int = 3,
         fb_max_px: float = 0.25,
+        normalise_sigma_px: float = 4.0,
     ) -> None:
         if max_corners < 1 or not 0 < quality < 1 or min_distance_px < 0 or window_px < 3 or levels < 0:
             raise ValueError(
@@ -41,6 +76,9 @@ class DesiredTracker:
             )
         if not fb_max_px > 0:
             raise ValueError(f"fb_max_px must be > 0, got {fb_max_px}")
+        if not normalise_sigma_px >= 0:
+            raise ValueError(f"normalise_sigma_px must be >= 0 (0: track raw intensities), got {normalise_sigma_px}")
+        self.sigma = float(normalise_sigma_px)
         self.max_corners, self.quality, self.min_distance = int(max_corners), float(quality), float(min_distance_px)
         self.lk = {
             "winSize": (int(window_px), int(window_px)),
@@ -55,7 +93,7 @@ class DesiredTracker:
         """Find the corners of the desired grey image (H, W) uint8 once; an image without corners gives none."""
         gray = _check_gray(gray, "gray")
         found = cv2.goodFeaturesToTrack(gray, self.max_corners, self.quality, self.min_distance, blockSize=7)
-        self.desired = gray
+        self.desired = local_contrast(gray, self.sigma)
         self.corners = np.zeros((0, 2), np.float32) if found is None else found.reshape(-1, 2).astype(np.float32)
 
     def track(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +104,7 @@ class DesiredTracker:
         gray = _check_gray(gray, "gray")
         if gray.shape != self.desired.shape:
             raise ValueError(f"gray: expected the desired image's size {self.desired.shape}, got {gray.shape}")
+        gray = local_contrast(gray, self.sigma)
         empty = np.zeros((0, 2))
         if len(self.corners) == 0:
             return empty, empty
