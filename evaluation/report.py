@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -269,6 +270,23 @@ def _write(path: Path, data: str | bytes) -> Path:
     return write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
+PARTIAL = "episodes.partial.jsonl"
+
+
+def append_partial(root: str | Path, job: Job, ep: Episode) -> Path:
+    """Append one finished episode to <root>/episodes.partial.jsonl (a line of episodes.jsonl), flushed to disk.
+
+    A long benchmark that dies keeps what it measured there; `write_report` removes it once the full report exists.
+    """
+    path = Path(root) / PARTIAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(_episode_record(job, ep)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
 def _episode_record(job: Job, ep: Episode) -> dict[str, Any]:
     return {
         "suite": job.suite,
@@ -302,6 +320,7 @@ def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Job, Episode]]
             if cfg.eval.trajectories:
                 images.append(plot_trajectories(s.name, groups, cfg.eval.trajectories, out / f"paths_{s.name}.png"))
     wandb_run = _log_wandb(cfg, rows, images)
+    (out / PARTIAL).unlink(missing_ok=True)  # episodes.jsonl now holds every episode
     return Report(md, js, eps, images, rows, wandb_run)
 
 

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from configs import add_config_arguments
@@ -165,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: note: {note}", file=sys.stderr)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from evaluation.report import write_report
+    from evaluation.report import PARTIAL, append_partial, write_report
 
+    # A fresh partial file per run: lines of an earlier, unfinished run would mix with this one's.
+    (Path(cfg.eval.root) / PARTIAL).unlink(missing_ok=True)
     t0 = time.time()
     successes = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -178,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             successes += ep.success
             desc = f"{job.suite}/{job.controller} seed {job.seed}: {'ok' if ep.success else ep.reason or 'failed'}"
             progress.update(task, advance=1, description=desc)
+            append_partial(cfg.eval.root, job, ep)
+            if not progress.console.is_terminal:  # a log file gets one line per episode instead of a bar
+                n = int(progress.tasks[0].completed)
+                progress.console.print(f"[{n}/{len(plan.jobs)}] {desc}", highlight=False)
 
         results = run_jobs(cfg, plan, show)
     report = write_report(cfg, plan, results)

@@ -175,9 +175,31 @@ def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: p
     assert "eval: 1 episodes (1 successes) over 1 suites" in out
     assert (tmp_path / "cli" / "eval" / "results.md").is_file()
     assert not (tmp_path / "cli" / "eval" / "paths_canonical.png").exists()
+    assert "[1/1] canonical/oracle seed" in out  # not a terminal: a line per episode
+    assert not (tmp_path / "cli" / "eval" / "episodes.partial.jsonl").exists()  # the full report replaced it
     with pytest.raises(SystemExit) as err:
         main([*args, "eval.suites=[nope]"])
     assert err.value.code == 2
+
+
+@pytest.mark.integration
+def test_a_benchmark_that_dies_keeps_the_episodes_it_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evaluation.report
+
+    def crash(*_: object) -> None:
+        raise RuntimeError("killed while writing the report")
+
+    monkeypatch.setattr(evaluation.report, "write_report", crash)
+    args = small_overrides(QUIET, "run.name=dies", "eval.workers=0", "eval.suites=[canonical]", root=tmp_path)
+    partial = tmp_path / "dies" / "eval" / "episodes.partial.jsonl"
+    partial.parent.mkdir(parents=True)
+    partial.write_text('{"seed": -1}\n')  # an earlier unfinished run's line must not survive into this one
+    with pytest.raises(RuntimeError, match="killed"):
+        main([*args, "eval.controllers=[oracle]", "eval.episodes=2", "eval.trajectories=0"])
+    lines = [json.loads(line) for line in partial.read_text().splitlines()]
+    assert [(r["controller"], r["seed"], r["success"]) for r in lines] == [
+        ("oracle", s, True) for s in (1_000_000, 1_000_001)
+    ]
 
 
 @pytest.mark.integration
