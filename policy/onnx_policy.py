@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,8 @@ class OnnxPolicy:
             so.log_severity_level = 3  # errors only: its warnings about unused initialisers are not the user's business
             if self.profile and role == "step":
                 so.enable_profiling = True
+                # Not the working directory, where onnxruntime would leave its trace by default.
+                so.profile_file_prefix = os.path.join(tempfile.gettempdir(), "cnsv2-onnx-profile")
             try:
                 sess = ort.InferenceSession(str(self.folder / name), so, providers=self.providers)
             except Exception as err:  # onnxruntime raises its own exception types for malformed graphs
