@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from file_io import atomic_dir, write_json
+from policy.attention import GridRope
 from policy.network import CNSv2Policy, DesiredCache
 from policy.onnx_policy import (
     BATCH,
@@ -133,6 +134,8 @@ def _export_copy(policy: CNSv2Policy) -> CNSv2Policy:
     for m in net.modules():
         if getattr(m, "_compiled_call_impl", None) is not None:
             m._compiled_call_impl = None  # the eager module is what torch.export traces
+        if isinstance(m, GridRope):
+            m._cache.clear()  # tables a Servo made under inference_mode: tracing refuses inference tensors
     # The representation (P2G) is a method, not a module: as one its nodes carry the scope 'policy.representation',
     # which is how `policy.bench` finds the stage in onnxruntime's profile. It changes no computation. Registered as
     # a submodule for the scope's name; set on the instance so that forward's self._representation finds it.
@@ -176,9 +179,16 @@ def _to_onnx(
             dynamic = ({0: batch},) + (None,) * (len(args) - 1)
             with _quiet_exporter():
                 program = torch.onnx.export(
-                    module, args, input_names=input_names, output_names=output_names, opset_version=opset,
-                    dynamo=True, dynamic_shapes=dynamic, verbose=False, optimize=True,
-                )  # fmt: skip
+                    module,
+                    args,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=True,
+                    dynamic_shapes=dynamic,
+                    verbose=False,
+                    optimize=True,
+                )
                 program.save(str(path), external_data=False)
             return "dynamo"
         except Exception as err:  # the exporter raises many types; the message says what failed
@@ -189,9 +199,16 @@ def _to_onnx(
         axes = {input_names[0]: {0: BATCH}, **{name: {0: BATCH} for name in output_names}}
         with _quiet_exporter():
             torch.onnx.export(
-                module, args, str(path), input_names=input_names, output_names=output_names, opset_version=opset,
-                dynamo=False, dynamic_axes=axes, do_constant_folding=True,
-            )  # fmt: skip
+                module,
+                args,
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
         if errors:
             warnings.warn(f"the dynamo exporter failed ({errors[0]}); used the TorchScript one", stacklevel=3)
         return "torchscript"
@@ -242,8 +259,12 @@ def _parity(
         arrays = (got.velocity, got.gravity_cur, got.gravity_des, got.confidence)
         for name, a, r in zip(STEP_OUTPUTS, arrays, ref, strict=True):
             worst[name] = max(worst[name], float(np.max(np.abs(a - r.double().numpy()))))
-    return {"max_abs": worst, "tolerance": PARITY_TOLERANCE, "batches": sorted(reference),
-            "inputs": "policy.export.fixed_inputs(input_size, batch=4, seed=0)"}  # fmt: skip
+    return {
+        "max_abs": worst,
+        "tolerance": PARITY_TOLERANCE,
+        "batches": sorted(reference),
+        "inputs": "policy.export.fixed_inputs(input_size, batch=4, seed=0)",
+    }
 
 
 def _check_args(opset: int, exporter: str) -> None:
@@ -294,19 +315,33 @@ def export_policy(
         say(f"exporting {ENCODER} (desired image -> {', '.join(cache_names)})")
         ex_desired = torch.from_numpy(np.concatenate([desired] * _EXAMPLE_BATCH))
         used = {
-            "encoder": _to_onnx(_EncoderGraph(net).eval(), (ex_desired,), tmp / ENCODER, [ENCODER_INPUT], cache_names,
-                                opset, exporter),
-        }  # fmt: skip
+            "encoder": _to_onnx(
+                _EncoderGraph(net).eval(), (ex_desired,), tmp / ENCODER, [ENCODER_INPUT], cache_names, opset, exporter
+            ),
+        }
         say(f"exporting {STEP} (current images + cache -> {', '.join(STEP_OUTPUTS)})")
         ex_current = torch.from_numpy(current[:_EXAMPLE_BATCH])
-        used["step"] = _to_onnx(_StepGraph(net).eval(), (ex_current, *(c[:1] for c in cache)), tmp / STEP,
-                                [STEP_IMAGE, *cache_names], list(STEP_OUTPUTS), opset, exporter)  # fmt: skip
+        used["step"] = _to_onnx(
+            _StepGraph(net).eval(),
+            (ex_current, *(c[:1] for c in cache)),
+            tmp / STEP,
+            [STEP_IMAGE, *cache_names],
+            list(STEP_OUTPUTS),
+            opset,
+            exporter,
+        )
         graphs = {}
         for role, name in (("encoder", ENCODER), ("step", STEP)):
             sig = _graph_signature(tmp / name)
-            graphs[role] = {"file": name, "sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size,
-                            "exporter": used[role], "opsets": sig["opsets"], "inputs": sig["inputs"],
-                            "outputs": sig["outputs"]}  # fmt: skip
+            graphs[role] = {
+                "file": name,
+                "sha256": sha256_file(tmp / name),
+                "bytes": (tmp / name).stat().st_size,
+                "exporter": used[role],
+                "opsets": sig["opsets"],
+                "inputs": sig["inputs"],
+                "outputs": sig["outputs"],
+            }
         meta = {
             "format": FORMAT,
             "schema": SCHEMA,
@@ -396,9 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         out = export_source(
-            args.source, args.out, opset=args.opset, exporter=args.exporter, check=not args.no_check,
+            args.source,
+            args.out,
+            opset=args.opset,
+            exporter=args.exporter,
+            check=not args.no_check,
             echo=lambda m: print(m, flush=True),
-        )  # fmt: skip
+        )
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError, ModuleNotFoundError) as err:
         print(f"python -m policy.export: error: {err}", file=sys.stderr)
         return 1

@@ -37,6 +37,7 @@ def test_the_dry_run_runs_every_stage_on_the_cpu_and_writes_the_report(tmp_path:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_without_a_gpu_the_environment_fails_and_the_rest_is_skipped(tmp_path: Path) -> None:
     # Not a dry run: one process per stage, as on the GPU; this machine has no CUDA, so the check stops at once.
     out = tmp_path / "report"
