@@ -498,15 +498,19 @@ def _child(
     for name in names:
         start = time.perf_counter()
         print(f"== {name}", flush=True)
-        with tempfile.TemporaryDirectory(prefix=f"cnsv2-gpu-check-{name}-") as work:
-            ctx = Context(device, dry_run, Path(work), params.get(name, {}), budgets[name])
-            try:
-                out = {"status": "ok", "rows": STAGES[name].fn(ctx)}
-            except Exception as err:  # a failed stage is reported; the next one still runs
-                import traceback
+        # Under the parent's scratch folder, which the parent removes, also after killing this process.
+        work = results / f"work-{name}"
+        work.mkdir(parents=True, exist_ok=True)
+        ctx = Context(device, dry_run, work, params.get(name, {}), budgets[name])
+        try:
+            out = {"status": "ok", "rows": STAGES[name].fn(ctx)}
+        except Exception as err:  # a failed stage is reported; the next one still runs
+            import traceback
 
-                traceback.print_exc()
-                out = {"status": "failed", "rows": [], "error": f"{type(err).__name__}: {err}"}
+            traceback.print_exc()
+            out = {"status": "failed", "rows": [], "error": f"{type(err).__name__}: {err}"}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         out["seconds"] = round(time.perf_counter() - start, 1)
         write_json(results / f"{name}.json", out, indent=1, allow_nan=True)
         print(f"== {name}: {out['status']} in {out['seconds']} s", flush=True)
