@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 MODULE ?=
 
-.PHONY: setup test test-fast mutation lint format bench config preview datagen inspect train pipeline eval clean
+.PHONY: setup test test-fast mutation lint format bench gpu-check config preview datagen inspect train pipeline eval clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ bench: setup
 	$(PY) -m sim.bench $(ARGS)
 	$(PY) -m datagen.bench
 	$(PY) -m training.bench
+
+# The prepared GPU check (docs/deployment.md), at most 8 minutes on one H100/H200-class GPU: run with that machine's own
+# Python and CUDA torch, not the CPU venv (so no `setup`); it installs the other dependencies it lacks. OUT: report folder.
+gpu-check:
+	$(PYTHON) -m training.gpu_check --install --out $(or $(OUT),gpu_report) $(ARGS)
 
 preview: setup
 	$(PY) -m sim.preview $(ARGS)

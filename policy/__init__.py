@@ -3,7 +3,8 @@ control laws (`control`) and the classical matcher controllers (`classical`), th
 representation, `velocity_head`), checkpoints, the closed-loop Servo API and the policies shipped as package data.
 
 `from policy import p2g, Servo, build_policy, save_checkpoint, load_checkpoint` imports torch only when one of the
-network names is first used, so code that needs the control laws alone stays light.
+network names is first used, so code that needs the control laws alone stays light; `Servo` and `OnnxPolicy` (an
+exported policy on onnxruntime, `policy.export`) import neither torch nor onnxruntime until a policy is loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _EXPORTS = {
     "CNSv2Policy": "policy.network",
     "PolicyOutput": "policy.network",
     "Servo": "policy.servo",
+    "OnnxPolicy": "policy.onnx_policy",
     "ServoOutput": "policy.servo",
     "build_policy": "policy.checkpoint",
     "save_checkpoint": "policy.checkpoint",

@@ -1,30 +1,46 @@
-"""`python -m policy.bench`: Servo.step latency and FPS, broken down by network stage, on whatever device is here;
-then, on a CPU, Servo.step idle and beside two busy torch processes at 1 and 2 threads (`runtime.threads`)."""
+"""`python -m policy.bench`: Servo.step latency and FPS at batch 1 with the desired image cached, broken down by network
+stage, on whatever device is here: the smoke config, the shipped CPU policy and the paper config, each on torch and
+(on a CPU) on its ONNX export through onnxruntime (`policy.export`, `Servo(runtime="onnx")`); then, on a CPU,
+Servo.step idle and beside two busy torch processes at 1 and 2 threads (`runtime.threads`).
+
+Configs get random weights (speed does not depend on them); `pretrained:NAME` times a shipped policy. ONNX stage times
+are the kernel times onnxruntime's profiler attributes to each stage's nodes (by the module scope and source file the
+exporter records for every node); torch's are wall times between forward hooks.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from configs import load_config
+from configs.schema import PolicyConfig
 from policy.checkpoint import build_policy
 from policy.network import CNSv2Policy
+from policy.pretrained import PREFIX, available, load_pretrained
 from policy.servo import Servo
 from runtime.threads import SERVO_AUTO_THREADS, set_torch_threads, usable_cpus
 from sim.camera import Camera
 
 STAGES = ("backbone", "transformer", "representation", "fine", "controller")
+SHIPPED = "pretrained:cnsv2-cpu"
 
 
 class StageTimer:
@@ -78,18 +94,43 @@ class StageTimer:
         yield
 
 
-def _servo(
-    config: str, overrides: list[str], device: torch.device, threads: int | None = None
-) -> tuple[Servo, np.ndarray]:
-    """A randomly initialised policy's Servo on a random desired image, and a shifted current image."""
-    cfg = load_config(config, overrides).policy
+def load_target(target: str, overrides: list[str], device: torch.device) -> CNSv2Policy:
+    """The policy a bench row times: a config name (random weights, seed 0) or `pretrained:NAME` (a shipped policy)."""
+    if target.startswith(PREFIX):
+        policy, _ = load_pretrained(target, device=device)
+        return policy
+    cfg = load_config(target, overrides).policy
     torch.manual_seed(0)
-    policy = build_policy(cfg).to(device).eval()
+    return build_policy(cfg).to(device).eval()
+
+
+def bench_images(cfg: PolicyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A random desired image at the policy's input size and a shifted current image (the canonical camera)."""
     W, H = cfg.input_size
     rng = np.random.default_rng(0)
     desired = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-    current = np.roll(desired, (5, 9), axis=(0, 1))
-    return Servo(policy, desired, Camera.canonical(W, H).K, scene_scale=1.0, threads=threads), current
+    return desired, np.roll(desired, (5, 9), axis=(0, 1))
+
+
+def _servo(
+    config: str, overrides: list[str], device: torch.device, threads: int | None = None
+) -> tuple[Servo, np.ndarray]:
+    """A Servo of `config` (see `load_target`) on a random desired image, and a shifted current image."""
+    policy = load_target(config, overrides, device)
+    desired, current = bench_images(policy.cfg)
+    K = Camera.canonical(*policy.cfg.input_size).K
+    return Servo(policy, desired, K, scene_scale=1.0, threads=threads), current
+
+
+def _time_steps(servo: Servo, current: np.ndarray, iters: int, device: torch.device | None) -> list[float]:
+    steps = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        servo.step(current)
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        steps.append(time.perf_counter() - t0)
+    return steps
 
 
 def measure(config: str, overrides: list[str], device: torch.device, iters: int, warmup: int) -> dict[str, float]:
@@ -99,18 +140,99 @@ def measure(config: str, overrides: list[str], device: torch.device, iters: int,
     timer = StageTimer(policy, device)
     for _ in range(warmup):
         servo.step(current)
-    steps = []
     with timer.fresh():
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            servo.step(current)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            steps.append(time.perf_counter() - t0)
+        steps = _time_steps(servo, current, iters, device)
         # Mean time per step of each stage (the desired image's backbone and fine features are cached).
         row = {s: 1e3 * sum(timer.times[s]) / iters if timer.times.get(s) else float("nan") for s in STAGES}
     row["step"] = 1e3 * float(np.median(steps))
     row["fps"] = 1e3 / row["step"]
+    return row
+
+
+# The module scope each bench stage's exported nodes carry (policy.export wraps the P2G method as a module).
+_STAGE_SCOPES = (
+    ("fine", "policy.fine"),
+    ("backbone", "policy.backbone"),
+    ("controller", "policy.controller"),
+    ("transformer", "policy.transformer"),
+    ("representation", "policy.representation"),
+)
+
+
+def _scope_stage(meta: dict[str, str]) -> str:
+    """The bench stage of one exported node (its metadata_props), from the module scopes torch.onnx records."""
+    scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]")) or []
+    # A module's scope and its submodules' ('policy.fine.encoder': FineFeatures.encode is a method, not a forward).
+    for stage, module in _STAGE_SCOPES:
+        if any(s == module or s.startswith(module + ".") for s in scopes):
+            return stage
+    return "other"
+
+
+def onnx_stage_map(step_graph: str | os.PathLike[str]) -> dict[str, str]:
+    """{node name or output name: stage} of an exported step graph (`policy.export`)."""
+    import onnx
+
+    stages = {}
+    for node in onnx.load(str(step_graph), load_external_data=False).graph.node:
+        stage = _scope_stage({p.key: p.value for p in node.metadata_props})
+        stages[node.name] = stage
+        for name in node.output:
+            stages.setdefault(name, stage)
+    return stages
+
+
+def profile_stages(trace: str | os.PathLike[str], stages: dict[str, str], steps: int) -> dict[str, float]:
+    """Mean kernel milliseconds per step of each stage in an onnxruntime profile (JSON trace) of `steps` steps.
+
+    onnxruntime renames the nodes it rewrites (NCHWc convolutions, fusions): a name is looked up as is, then without
+    the suffix the rewrite added, then it takes the stage of the node executed before it.
+    """
+    events = json.loads(Path(trace).read_text())
+    # Only the last `steps` runs: the first runs of a session allocate and are slower.
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[-steps:]
+    times: dict[str, float] = defaultdict(float)
+    previous = "other"
+    for event in sorted(events, key=lambda e: e.get("ts", 0)):
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        if not any(start <= event["ts"] <= end for start, end in runs):
+            continue
+        base = name.removesuffix("_kernel_time")
+        stage = stages.get(base) or stages.get(re.sub(r"(_nchwc|_token_\d+)+$", "", base)) or previous
+        times[stage] += float(event.get("dur", 0.0))
+        previous = stage
+    return {s: times[s] / 1e3 / steps if s in times else float("nan") for s in STAGES}
+
+
+def measure_onnx(
+    policy: CNSv2Policy, folder: str | os.PathLike[str], iters: int, warmup: int, threads: int
+) -> dict[str, float]:
+    """Median Servo.step milliseconds on the export `folder` of `policy` (onnxruntime, `threads` intra-op threads), its
+    stages from a second, profiled run, and `dv`: max |velocity_unit onnx - torch| over the timed frame."""
+    from policy.onnx_policy import OnnxPolicy
+
+    desired, current = bench_images(policy.cfg)
+    K = Camera.canonical(*policy.cfg.input_size).K
+    servo = Servo(folder, desired, K, scene_scale=1.0, threads=threads, runtime="onnx")
+    for _ in range(warmup):
+        servo.step(current)
+    steps = _time_steps(servo, current, iters, None)
+    row = {"step": 1e3 * float(np.median(steps))}
+    row["fps"] = 1e3 / row["step"]
+    profiled_policy = OnnxPolicy(folder, threads=threads, profile=True)
+    profiled = Servo(profiled_policy, desired, K, scene_scale=1.0, threads=threads, runtime="onnx")
+    n = max(2, iters // 2)
+    for _ in range(warmup + n):
+        profiled.step(current)
+    trace = profiled_policy.end_profiling()
+    try:
+        row.update(profile_stages(trace, onnx_stage_map(Path(folder) / "step.onnx"), n))
+    finally:
+        Path(trace).unlink(missing_ok=True)
+    reference = Servo(policy, desired, K, scene_scale=1.0, threads=torch.get_num_threads()).step(current)
+    row["dv"] = float(np.max(np.abs(servo.step(current).velocity_unit - reference.velocity_unit)))
     return row
 
 
@@ -145,12 +267,7 @@ def busy_torch(processes: int = 2) -> Iterator[list[int]]:
 def _median_step_ms(servo: Servo, current: np.ndarray, iters: int, warmup: int) -> float:
     for _ in range(warmup):
         servo.step(current)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        servo.step(current)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * float(np.median(_time_steps(servo, current, iters, None)))
 
 
 def measure_under_load(
@@ -188,12 +305,49 @@ def _load_table(args: argparse.Namespace, argv: list[str] | None) -> None:
     print(f"reproduce: python -m policy.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
 
 
+def _default_targets() -> list[str]:
+    return ["smoke", SHIPPED if SHIPPED.removeprefix(PREFIX) in available() else "cpu", "paper"]
+
+
+def _row_name(target: str, cfg: PolicyConfig) -> str:
+    return f"{target} ({cfg.backbone.model}{', 4 quarter turns' if cfg.rot90 else ''})"
+
+
+def _fmt(row: dict[str, float], key: str) -> str:
+    v = row.get(key, float("nan"))
+    return "-" if v != v else f"{v:.1f}"
+
+
+def _print_row(name: str, runtime: str, size: str, r: dict[str, float]) -> None:
+    stages = " | ".join(_fmt(r, s) for s in STAGES)
+    dv = f"{r['dv']:.1e}" if "dv" in r else "-"
+    print(f"| {name} | {runtime} | {size} | {stages} | {r['step']:.1f} | {r['fps']:.1f} | {dv} |")
+
+
+def _onnx_row(target: str, overrides: list[str], iters: int, warmup: int) -> dict[str, float]:
+    """Export the target's policy to a temporary folder and time Servo.step on it."""
+    from policy.export import export_policy
+
+    policy = load_target(target, overrides, torch.device("cpu"))
+    tmp = tempfile.mkdtemp(prefix="cnsv2-bench-onnx-")
+    try:
+        folder = export_policy(policy, Path(tmp) / "export", check=False)
+        return measure_onnx(policy, folder, iters, warmup, torch.get_num_threads())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the table and the command that reproduces it."""
-    p = argparse.ArgumentParser(prog="python -m policy.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m policy.bench", description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--configs", nargs="+", default=["smoke", "cpu", "paper"], help="configs to time (default: %(default)s)"
-    )
+        "--configs", nargs="+", default=_default_targets(),
+        help="configs (random weights) or pretrained:NAME to time (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--runtimes", nargs="+", choices=("torch", "onnx"), default=["torch", "onnx"],
+        help="torch, and onnx (CPU only: the policy exported, then onnxruntime) (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--iters", type=int, default=10, help="timed steps per config (default %(default)s)")
     p.add_argument("--warmup", type=int, default=2)
@@ -210,23 +364,49 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.machine()}"
-    print(f"Servo.step, batch 1, {name}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| config | input | backbone ms | transformer ms | P2G ms | fine ms | controller ms | Servo.step ms | FPS |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for config in args.configs:
-        cfg = load_config(config, args.overrides).policy
+    runtimes = [r for r in args.runtimes if r == "torch" or (device.type == "cpu" and _onnx_missing() is None)]
+    if "onnx" in args.runtimes and "onnx" not in runtimes:
+        print(f"onnx rows skipped: {_onnx_missing() or 'onnxruntime runs on the CPU here; use --device cpu'}")
+    print(
+        f"Servo.step, batch 1, desired image cached, fp32 on the CPU, {name}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}{_ort_version() if 'onnx' in runtimes else ''}"
+    )
+    print(
+        "| policy | runtime | input | backbone ms | transformer ms | P2G ms | fine ms | controller ms | "
+        "Servo.step ms | FPS | max abs dv vs torch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for target in args.configs:
+        cfg = load_target(target, args.overrides, torch.device("cpu")).cfg
         iters = args.iters if cfg.input_size[0] <= 256 or device.type == "cuda" else max(2, args.iters // 4)
-        r = measure(config, args.overrides, device, iters, args.warmup)
         size = "x".join(map(str, cfg.input_size))
-        print(
-            f"| {config} ({cfg.backbone.model}) | {size} | {r['backbone']:.1f} | {r['transformer']:.1f} | "
-            f"{r['representation']:.1f} | {r['fine']:.1f} | {r['controller']:.1f} | {r['step']:.1f} | {r['fps']:.1f} |"
-        )
+        for runtime in runtimes:
+            if runtime == "torch":
+                r = measure(target, args.overrides, device, iters, args.warmup)
+            else:
+                r = _onnx_row(target, args.overrides, iters, args.warmup)
+            _print_row(_row_name(target, cfg), runtime, size, r)
     print(f"reproduce: python -m policy.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
     if device.type == "cpu" and not args.no_load:
         torch.set_num_threads(default_threads)
         _load_table(args, argv)
     return 0
+
+
+def _onnx_missing() -> str | None:
+    """What the onnx rows lack (a package to install), or None."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    return f"pip install {' '.join(missing)}" if missing else None
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return ", onnxruntime not installed"
+    return f", onnxruntime {onnxruntime.__version__}"
 
 
 if __name__ == "__main__":

@@ -33,9 +33,18 @@ def build_policy(cfg: PolicyConfig) -> CNSv2Policy:
     """Build a CNSv2 policy from its config (random initialisation, or backbone weights from a local file)."""
     policy = CNSv2Policy(cfg)
     if cfg.compile:
-        # In-place compilation keeps parameter names, so checkpoints stay interchangeable with eager models.
-        for module in (policy.backbone, policy.transformer, policy.controller):
-            module.compile()
+        compile_modules(policy)
+    return policy
+
+
+def compile_modules(policy: CNSv2Policy, **options: Any) -> CNSv2Policy:
+    """torch.compile the backbone, the feature transformer and the velocity head of `policy` in place (what
+    `policy.compile: true` does) and return it; `options` go to `nn.Module.compile` (e.g. `backend="eager"`).
+
+    In-place compilation keeps parameter names, so checkpoints stay interchangeable with eager models.
+    """
+    for module in (policy.backbone, policy.transformer, policy.controller):
+        module.compile(**options)
     return policy
 
 

@@ -19,14 +19,17 @@ turn, and turned into PBVS again (Eq. 5).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
-from torch import Tensor
 
 from policy.control import normalize_velocity, pbvs, pbvs_inverse
 from sim.geometry import rot_z, rotation_angle
 from sim.validate import as_array, as_pose
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "QUARTER_TURNS",
@@ -74,6 +77,8 @@ def turn_images(images: Tensor, k: int) -> Tensor:
     """`turn_image` for a batch (B, C, H, H) of tensors."""
     if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images: a quarter turn needs square (B, C, H, H) images, got {tuple(images.shape)}")
+    import torch  # here: Servo on exported graphs (policy.onnx_policy) turns numpy images and never imports torch
+
     k = _check_k(k)
     out = torch.rot90(images, k, dims=(-2, -1))
     dy, dx = _SHIFT[k]

@@ -15,11 +15,12 @@ The benchmark (`evaluation.episodes`) executes exactly these commands and stops 
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
 
 from configs.schema import ServoConfig
@@ -34,12 +35,19 @@ from policy.control import (
     pbvs_inverse,
 )
 from policy.interface import ControlOutput
-from policy.network import CNSv2Policy, images_to_tensor
+from policy.onnx_policy import NetworkStep, OnnxPolicy
 from policy.registry import ControllerSetup, register_controller
-from policy.rotation import QUARTER_TURNS, turn_images, velocity_from_turned
+from policy.rotation import QUARTER_TURNS, turn_image, velocity_from_turned
 from runtime.threads import SERVO_AUTO_THREADS, resolve_threads, set_torch_threads
 from sim.camera import Camera
 from sim.validate import as_positive
+
+if TYPE_CHECKING:
+    from policy.network import CNSv2Policy
+
+# torch: the CNSv2Policy module itself; onnx: its exported graphs (python -m policy.export) on onnxruntime, where torch
+# is never imported (policy.onnx_policy), so a robot computer needs neither torch nor the training stack.
+RUNTIMES = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,9 @@ def _check_stop_rule(stop_velocity: float, stop_steps: int) -> None:
         raise ValueError(f"need stop_velocity >= 0 and stop_steps >= 1, got {stop_velocity} and {stop_steps}")
 
 
-def own_stop_rule(policy: CNSv2Policy, stop_velocity: float | None, stop_steps: int | None) -> tuple[float, int]:
+def own_stop_rule(
+    policy: CNSv2Policy | OnnxPolicy, stop_velocity: float | None, stop_steps: int | None
+) -> tuple[float, int]:
     """(stop_velocity, stop_steps): each one given, else the policy's own (`policy.cfg.servo`), which its checkpoint
     carries because the rule is calibrated per trained policy; a config's `policy.servo` for the control law (hybrid,
     limits) never replaces it. ValueError for a bad rule."""
@@ -93,6 +103,24 @@ def _unturn_patch(xy: np.ndarray, k: int, n: int) -> np.ndarray:
     return np.array([x, y])
 
 
+def _runtime_policy(policy: Any, runtime: str) -> CNSv2Policy | OnnxPolicy:
+    """The network `runtime` runs: the torch module (in eval mode), or the export folder loaded on onnxruntime."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "onnx":
+        if isinstance(policy, OnnxPolicy):
+            return policy
+        if isinstance(policy, str | os.PathLike):
+            return OnnxPolicy(policy)
+        raise TypeError(
+            f"runtime='onnx' runs exported graphs: pass the export folder (python -m policy.export CHECKPOINT --out "
+            f"DIR) or a policy.onnx_policy.OnnxPolicy, not a {type(policy).__name__}"
+        )
+    if isinstance(policy, OnnxPolicy | str | os.PathLike):
+        raise TypeError(f"a {type(policy).__name__} policy is an ONNX export: pass runtime='onnx' to run it")
+    return policy.eval()
+
+
 class Servo:
     """Closed-loop visual servoing towards one desired image with a CNSv2 policy.
 
@@ -109,7 +137,8 @@ class Servo:
     not its direction. Unaware (`cfg.aware: false`), the unit world's velocity is used as is (d* = 1, f = W).
 
     Args:
-        policy: the network (`policy.load_pretrained("cnsv2-cpu")[0]`, `policy.load_checkpoint`); put in eval mode.
+        policy: the network (`policy.load_pretrained("cnsv2-cpu")[0]`, `policy.load_checkpoint`), put in eval mode;
+            with `runtime="onnx"`, an export folder (`python -m policy.export`) or a loaded `OnnxPolicy`.
         desired_rgb: the goal image, uint8 (H, W, 3) RGB.
         K: (3, 3) intrinsics of the camera, for images of size (W, H).
         scene_scale: d* in metres, > 0.
@@ -124,17 +153,21 @@ class Servo:
             and `stop_steps` (not `cfg`'s: the rule is calibrated per trained policy, with `python -m
             evaluation.openloop --stop`, and saved in its checkpoint; 0.03 and 10 for the shipped cnsv2-cpu). It is
             on the unit-world prediction, so it does not depend on d*, K or the gain.
-        threads: torch intra-op threads for this process (a process-wide setting, applied here); None: `cfg.threads`;
-            0: automatic, `runtime.threads.SERVO_AUTO_THREADS` (1: beside other busy processes more threads only wait
-            for each other).
+        threads: torch intra-op threads for this process (a process-wide setting, applied here), or onnxruntime's for
+            the exported graphs' sessions; None: `cfg.threads`; 0: automatic, `runtime.threads.SERVO_AUTO_THREADS` (1:
+            beside other busy processes more threads only wait for each other).
+        runtime: "torch" runs the module; "onnx" runs its exported graphs with onnxruntime (fp32, on the CPU unless the
+            OnnxPolicy was loaded with other providers), without importing torch. Both give the same outputs to
+            `policy.export.PARITY_TOLERANCE` and go through the same guards (sizes, non-finite outputs, clamping).
 
-    Raises ValueError for a non-uint8 or non-RGB image, a non-positive scene_scale, gain or limit, or a bad stop
-    rule or thread count.
+    Raises ValueError for a non-uint8 or non-RGB image, a non-positive scene_scale, gain or limit, a bad stop rule or
+    thread count, or an unknown runtime; TypeError for a policy that does not fit the runtime; ModuleNotFoundError
+    for runtime="onnx" without onnxruntime; see `policy.onnx_policy.OnnxPolicy` for a bad export folder.
     """
 
     def __init__(
         self,
-        policy: CNSv2Policy,
+        policy: CNSv2Policy | OnnxPolicy | str | os.PathLike[str],
         desired_rgb: np.ndarray,
         K: ArrayLike,
         scene_scale: float,
@@ -146,16 +179,21 @@ class Servo:
         stop_velocity: float | None = None,
         stop_steps: int | None = None,
         threads: int | None = None,
+        runtime: str = "torch",
     ) -> None:
-        self.policy = policy.eval()
+        self.runtime = runtime
+        self.policy = policy = _runtime_policy(policy, runtime)
         self.cfg = cfg if cfg is not None else policy.cfg.servo
         self.gain = as_positive(gain, "gain")
         self.max_linear = as_positive(self.cfg.max_linear if max_linear is None else max_linear, "max_linear")
         self.max_angular = as_positive(self.cfg.max_angular if max_angular is None else max_angular, "max_angular")
         self.stop_velocity, self.stop_steps = own_stop_rule(policy, stop_velocity, stop_steps)
         requested = self.cfg.threads if threads is None else threads
-        self.threads = set_torch_threads(resolve_threads(requested, default=SERVO_AUTO_THREADS))
-        self.device = next(policy.parameters()).device
+        n_threads = resolve_threads(requested, default=SERVO_AUTO_THREADS)
+        if isinstance(policy, OnnxPolicy):
+            self.threads, self.device = policy.set_threads(n_threads), None
+        else:
+            self.threads, self.device = set_torch_threads(n_threads), next(policy.parameters()).device
         des = _check_image(desired_rgb, "desired_rgb")
         self.image_size = (des.shape[1], des.shape[0])
         self.camera = Camera(np.asarray(K, dtype=np.float64), *self.image_size)
@@ -167,8 +205,7 @@ class Servo:
         self.net_camera = self.remap.target
         # The unit world's camera has f = W at the network's input size; anything else is a focal-length change.
         self.focal_scale = self.remap.focal_scale
-        with torch.inference_mode():
-            self.cache = policy.encode_desired(images_to_tensor(self.remap(des), self.device))
+        self.cache: Any = self._encode(self.remap(des))  # DesiredCache (torch) or {name: array} (onnx)
         self.rot90 = bool(policy.cfg.rot90)
         if self.rot90 and self.input_size[0] != self.input_size[1]:
             raise ValueError(f"policy.rot90 needs a square policy.input_size, got {self.input_size}")
@@ -193,7 +230,42 @@ class Servo:
         net_px = (g_patch + 0.5) * p - 0.5
         return self.remap.to_source_px(net_px)[0]
 
-    @torch.inference_mode()
+    def _encode(self, des: np.ndarray) -> Any:
+        """The desired image's cache from its canonical uint8 (H, W, 3) image."""
+        if isinstance(self.policy, OnnxPolicy):
+            return self.policy.encode_desired(des[None])
+        import torch
+
+        from policy.network import images_to_tensor
+
+        with torch.inference_mode():
+            return self.policy.encode_desired(images_to_tensor(des, self.device))
+
+    def _network(self, cur: np.ndarray) -> NetworkStep:
+        """The network on the canonical uint8 (H, W, 3) current image: batch 1, or with `rot90` the four quarter turns
+        (k = 0..3) in one batch, against the cached goal."""
+        if isinstance(self.policy, OnnxPolicy):
+            # The turns are pure indexing (np.rot90 and a one-pixel shift), the same pixels policy.rotation.turn_images
+            # gives on torch; one batch of four, as on torch, rather than four calls.
+            x = np.stack([turn_image(cur, k) for k in QUARTER_TURNS]) if self.rot90 else cur[None]
+            return self.policy.step(x, self.cache)
+        import torch
+
+        from policy.network import images_to_tensor
+        from policy.rotation import turn_images
+
+        with torch.inference_mode():
+            x = images_to_tensor(cur, self.device)
+            if self.rot90:
+                x = torch.cat([turn_images(x, k) for k in QUARTER_TURNS])
+            out = self.policy(x, self.cache)
+
+            def as64(t: torch.Tensor) -> np.ndarray:
+                return t.float().cpu().numpy().astype(np.float64)
+
+            confidence = as64(out.confidence.float().mean(dim=1))
+            return NetworkStep(as64(out.vel), as64(out.gravity_cur), as64(out.gravity_des), confidence, out.grid)
+
     def step(self, rgb: np.ndarray) -> ServoOutput:
         """The velocity that moves the camera towards the desired view, from the current image (uint8 RGB, the
         desired image's size), the command to send and whether the goal is reached; see the class docstring."""
@@ -201,26 +273,23 @@ class Servo:
         if (cur.shape[1], cur.shape[0]) != self.image_size:
             w, h = self.image_size
             raise ValueError(f"rgb: expected {w}x{h} like the desired image, got {cur.shape[1]}x{cur.shape[0]}")
-        x = images_to_tensor(self.remap(cur), self.device)
+        # With rot90, all four quarter turns in one batch; the turn whose matches are most confident is the one nearest
+        # the desired view, the range the network was trained on (policy.rotation).
+        out = self._network(self.remap(cur))
         turn = 0
         if self.rot90:
-            # All four quarter turns in one batch; the turn whose matches are most confident is the one nearest the
-            # desired view, the range the network was trained on (policy.rotation).
-            x = torch.cat([turn_images(x, k) for k in QUARTER_TURNS])
-        out = self.policy(x, self.cache)
-        if self.rot90:
-            conf = out.confidence.float().mean(dim=1)
-            turn = int(conf.argmax())
+            turn = int(np.argmax(out.confidence))
             # Where two turns leave about 45 deg each, their confidences are close and the network is least sure of
             # the sign: a turn in use stays until another is clearly better (a Schmitt trigger, not an argmax).
-            if self.turn is not None and conf[turn] <= conf[self.turn] * (1.0 + self.cfg.turn_hysteresis):
+            if self.turn is not None and out.confidence[turn] <= out.confidence[self.turn] * (
+                1.0 + self.cfg.turn_hysteresis
+            ):
                 turn = self.turn
             self.turn = turn
         self.steps += 1
-        v_unit = out.vel[turn].float().cpu().numpy().astype(np.float64)
-        g_cur = out.gravity_cur[turn].float().cpu().numpy().astype(np.float64)
-        g_des = out.gravity_des[turn].float().cpu().numpy().astype(np.float64)
-        conf = float(out.confidence[turn].float().mean())
+        v_unit = out.velocity[turn].copy()
+        g_cur, g_des = out.gravity_cur[turn].copy(), out.gravity_des[turn].copy()
+        conf = float(out.confidence[turn])
         if turn:
             v_unit = velocity_from_turned(v_unit, turn) if np.all(np.isfinite(v_unit)) else v_unit
             g_cur = _unturn_patch(g_cur, turn, out.grid[1])

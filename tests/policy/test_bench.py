@@ -1,0 +1,56 @@
+"""policy.bench's ONNX columns: which stage each exported node belongs to, and how a profile is split into stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from policy.bench import _scope_stage, profile_stages
+
+pytestmark = pytest.mark.unit
+
+
+def test_nodes_are_staged_by_the_module_scope_the_exporter_records() -> None:
+    def meta(*scopes: str) -> dict[str, str]:
+        return {"pkg.torch.onnx.name_scopes": repr(["", *scopes])}
+
+    assert _scope_stage(meta("policy", "policy.backbone", "policy.backbone.net.0", "conv2d")) == "backbone"
+    assert _scope_stage(meta("policy", "policy.fine.encoder", "conv2d_27")) == "fine"  # FineFeatures.encode
+    assert _scope_stage(meta("policy", "policy.representation", "matmul_3")) == "representation"
+    assert _scope_stage(meta("policy", "policy.controller", "policy.controller.rep_norm")) == "controller"
+    assert _scope_stage(meta("policy", "policy.transformer_x")) == "other"  # a prefix of a name is not a scope
+    assert _scope_stage(meta("policy", "softmax")) == "other"
+    assert _scope_stage({}) == "other"
+
+
+def _node(name: str, ts: int, dur: int) -> dict[str, object]:
+    return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": "X"}}
+
+
+def test_a_profile_is_split_into_stages_over_the_last_runs_only(tmp_path: Path) -> None:
+    stages = {
+        "node_Conv_1": "backbone",
+        "conv2d": "backbone",
+        "node_MatMul_9": "transformer",
+        "node_p2g": "representation",
+    }
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},  # a warm-up run: left out
+        _node("node_Conv_1", 10, 90),
+        {"cat": "Session", "name": "model_run", "ts": 1000, "dur": 100},
+        _node("conv2d_nchwc", 1001, 4000),  # renamed by onnxruntime: found under its output's name
+        _node("ReorderOutput_token_7", 1002, 1000),  # made by onnxruntime: the stage of the node before it
+        _node("node_MatMul_9", 1003, 2000),
+        _node("node_p2g", 1004, 500),
+        {"cat": "Session", "name": "model_run", "ts": 2000, "dur": 100},
+        _node("node_Conv_1", 2001, 3000),
+        _node("node_MatMul_9", 2002, 2000),
+    ]
+    trace = tmp_path / "trace.json"
+    trace.write_text(json.dumps(events))
+    ms = profile_stages(trace, stages, steps=2)
+    assert ms["backbone"] == pytest.approx((4000 + 1000 + 3000) / 1e3 / 2)
+    assert ms["transformer"] == pytest.approx(2.0) and ms["representation"] == pytest.approx(0.25)
+    assert ms["fine"] != ms["fine"] and ms["controller"] != ms["controller"]  # NaN: no such nodes
