@@ -125,16 +125,17 @@ def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
         f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}. Suite setups (with their assets) at the end.",
         "",
         *_data_lines(plan),
-        "| suite | controller | SR (95 % CI) | TE (mm) | RE (°) | steps | FPS | failures |",
-        "|---|---|---|---|---|---|---|---|",
+        "| suite | controller | SR (95 % CI) | TE (mm) | TE median (mm) | RE (°) | steps | FPS | failures |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["split"] == "all":
             steps = "-" if math.isnan(r["steps_mean"]) else f"{r['steps_mean']:.0f}"
             fps = "-" if math.isnan(r["fps"]) else f"{r['fps']:.0f}"
+            median = "-" if math.isnan(r["te_mm_median"]) else f"{r['te_mm_median']:.2f}"
             lines.append(
                 f"| {r['suite']} | {r['controller']} | {_sr(r)} | {_pm(r['te_mm_mean'], r['te_mm_std'], 2)} | "
-                f"{_pm(r['re_deg_mean'], r['re_deg_std'], 3)} | {steps} | {fps} | {r['failures'] or '-'} |"
+                f"{median} | {_pm(r['re_deg_mean'], r['re_deg_std'], 3)} | {steps} | {fps} | {r['failures'] or '-'} |"
             )
     lines += [
         "",

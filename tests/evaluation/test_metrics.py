@@ -65,7 +65,9 @@ def test_summary_averages_errors_over_successes_only() -> None:
     assert row["re_deg_mean"] == pytest.approx(0.2) and row["steps_mean"] == pytest.approx(150.0)
     assert row["fps"] == pytest.approx(900 / 4.0)
     none = summarise([Episode(False, 1.0, 90.0, 10, 10.0)])
-    assert none["sr"] == 0.0 and math.isnan(none["te_mm_mean"])
+    assert none["sr"] == 0.0 and math.isnan(none["te_mm_mean"]) and math.isnan(none["te_mm_median"])
+    skewed = summarise([Episode(True, te, 0.1, 100, 30.0, 1.0) for te in (0.001, 0.002, 0.009)])
+    assert skewed["te_mm_median"] == pytest.approx(2.0) and skewed["te_mm_mean"] == pytest.approx(4.0)
 
 
 def test_thirds_by_initial_rotation() -> None:

@@ -99,7 +99,8 @@ def test_oracle_reaches_every_goal_of_the_canonical_suite_and_the_report_is_writ
     report = write_report(cfg, plan, results)
     rows = json.loads(report.json.read_text())
     row = next(r for r in rows if r["split"] == "all")
-    required = "suite controller episodes successes sr te_mm_mean te_mm_std re_deg_mean re_deg_std steps_mean fps"
+    required = "suite controller episodes successes sr te_mm_mean te_mm_std te_mm_median re_deg_mean re_deg_std"
+    required += " steps_mean fps"
     assert set(required.split()) <= set(row)
     assert (row["suite"], row["controller"], row["episodes"], row["sr"]) == ("canonical", "oracle", 6, 1.0)
     assert row["te_mm_mean"] < 0.2 and row["fps"] > 0
