@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--samples", type=int, default=300, help="hemisphere pairs per measurement (default %(default)s)")
     ap.add_argument("--dagger-samples", type=int, default=150)
+    ap.add_argument(
+        "--actors", type=int, nargs="*", default=[2], help="more hemisphere actor counts on Ray (default %(default)s)"
+    )
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="cnsv2-bench-")
     try:
@@ -101,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         own = renderer_pair_rate(load_config("smoke", [*base, "run.name=own"]), args.samples)
         local = hemisphere_rate(load_config("smoke", [*base, "run.name=local"]))
         ray, ray_overall = ray_rate(load_config("smoke", [*base, "run.name=ray"]))
+        scaling = {
+            n: ray_rate(load_config("smoke", [*base, f"run.name=ray{n}", f"datagen.hemisphere.actors={n}"]))[0]
+            for n in args.actors
+            if n != 1
+        }
         dagger_overrides = [
             "run.name=dagger",
             "datagen.hemisphere.samples=0",
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| hemisphere producer, in process | {local:.1f} pairs/s | {100 * local / own:.0f} % |")
     print(f"| hemisphere producer, `python -m datagen` on Ray, steady | {ray:.1f} pairs/s | {100 * ray / own:.0f} % |")
     print(f"| ... including Ray start-up | {ray_overall:.1f} pairs/s | {100 * ray_overall / own:.0f} % |")
+    for n, rate in scaling.items():
+        print(f"| the same with {n} hemisphere actors, steady | {rate:.1f} pairs/s | {100 * rate / own:.0f} % |")
     print(f"| DAgger with the smoke policy (it drives {100 * share:.0f} % of steps) | {dagger:.1f} steps/s | |")
     print(f"reproduce: python -m datagen.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
     return 0

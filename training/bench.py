@@ -1,4 +1,5 @@
-"""`python -m training.bench`: data-loader samples/s against trainer samples/s on this machine (one process).
+"""`python -m training.bench`: data-loader samples/s against trainer samples/s on this machine, and how the trainer's
+step scales with DDP workers.
 
 The loader must not be the bottleneck: it has to deliver more samples per second than one training step consumes.
 """
@@ -55,11 +56,62 @@ def trainer_rate(cfg: object, steps: int) -> float:
     return steps * len(batch["vel"]) / (time.perf_counter() - t0)
 
 
+def _ddp_worker(rank: int, world: int, cfg: Any, steps: int, port: int, out: Any) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from policy.losses import policy_loss
+    from training.trainer import TrainState
+
+    # One core per worker, as Ray Train gives each of train.workers one CPU on this machine.
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        state = TrainState(cfg, torch.device("cpu"))
+        model = DistributedDataParallel(state.policy)
+        batch = next(iter(_loader(cfg, cfg.data)))
+        t0 = 0.0
+        for i in range(steps + 1):
+            if i == 1:
+                dist.barrier()
+                t0 = time.perf_counter()
+            o = model(batch["cur"], batch["des"])
+            loss = policy_loss(o, batch["vel"], cfg.policy.loss, batch.get("coarse_match"), batch.get("coarse_valid"))
+            loss["total"].backward()  # DDP all-reduces the gradients here
+            state.opt.step()
+            state.opt.zero_grad()
+        dist.barrier()
+        if rank == 0:
+            out.put(world * steps * len(batch["vel"]) / (time.perf_counter() - t0))
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_rate(cfg: Any, world: int, steps: int) -> float:
+    """Samples/s of the training step over `world` DDP processes (gloo, one thread each), all ranks together.
+
+    Every rank runs forward + backward + AdamW on its own batch and DDP averages the gradients, as in
+    `python -m training` with train.workers = world; no Ray, so this is the step's own scaling.
+    """
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    mp.start_processes(_ddp_worker, args=(world, cfg, steps, port, out), nprocs=world, start_method="spawn")
+    return float(out.get())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the table and the command that reproduces it."""
     ap = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--ddp", type=int, nargs="*", default=[1, 2], help="DDP worker counts (default %(default)s)")
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="cnsv2-train-bench-")
     try:
@@ -73,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("data loader, 0 workers, cpu config (quarter turns)", loader_rate(cpu, 0, args.batches)))
         rows.append(("trainer step (forward + backward + AdamW), smoke model", trainer_rate(cfg, args.steps)))
         rows.append(("trainer step, cpu model (frozen XFeat, batch 16)", trainer_rate(cpu, args.steps)))
+        for world in args.ddp:
+            name = f"trainer step, smoke model, DDP x {world} (gloo, 1 thread each)"
+            rows.append((name, ddp_rate(cfg, world, args.steps)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"Training input vs compute, smoke config, 256 px, batch {cfg.train.batch_size}, torch threads "
