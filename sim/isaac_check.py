@@ -336,16 +336,6 @@ def edge_row(result: EdgeResult) -> CheckRow:
 # ------------------------------------------------------------------------------------------------------------- PNG
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    im = Image.fromarray(img)
-    draw = ImageDraw.Draw(im)
-    draw.rectangle([0, 0, 6 * len(text) + 6, 12], fill=(0, 0, 0))
-    draw.text((3, 0), text, fill=(255, 255, 255))
-    return np.asarray(im)
-
-
 def _tile(img: np.ndarray, size: int) -> np.ndarray:
     a = np.asarray(img)
     if a.dtype == bool:
@@ -382,13 +372,15 @@ def comparison_image(panels: Sequence[tuple[str, Sequence[np.ndarray]]], size: i
     """
     if not panels or any(not imgs for _, imgs in panels):
         raise ValueError("panels: need at least one row, each with at least one image")
+    from sim.preview import label_image  # PIL only where a PNG is made
+
     width = max(len(imgs) for _, imgs in panels)
     sheet = np.full((len(panels) * (size + 4), width * (size + 4), 3), 255, np.uint8)
     for i, (label, imgs) in enumerate(panels):
         for j, img in enumerate(imgs):
             tile = _tile(img, size)
             if j == 0:
-                tile = _label(tile, label)
+                tile = label_image(tile, label)
             sheet[i * (size + 4) : i * (size + 4) + size, j * (size + 4) : j * (size + 4) + size] = tile
     return sheet
 

@@ -17,7 +17,8 @@ from file_io import atomic_path
 from sim.asset_catalogue import AssetFolderError, check_assets, report_lines
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
+def label_image(img: np.ndarray, text: str) -> np.ndarray:
+    """A copy of an RGB uint8 image (H, W, 3) with `text` in white on a black box at its top-left corner."""
     im = Image.fromarray(img)
     draw = ImageDraw.Draw(im)
     draw.rectangle([0, 0, 7 * len(text) + 6, 14], fill=(0, 0, 0))
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in track(range(args.start, args.start + args.count), description="rendering pairs"):
             first = env.reset(seed)
             te, re = env.pose_error()
-            des = _label(env.desired_frame().rgb, f"seed {seed} desired")
-            cur = _label(first.rgb, f"initial {te * 100:.0f}cm {re:.0f}deg")
+            des = label_image(env.desired_frame().rgb, f"seed {seed} desired")
+            cur = label_image(first.rgb, f"initial {te * 100:.0f}cm {re:.0f}deg")
             gap = np.full((des.shape[0], 4, 3), 255, np.uint8)
             tiles.append(np.concatenate([des, gap, cur], axis=1))
     h, w = tiles[0].shape[:2]

@@ -37,30 +37,36 @@ def _loader(cfg: Any, data: Any) -> Any:
     return make_loader(data, "train", 0, cfg.train.batch_size, with_coarse=p.loss.aux_match > 0, rot90=p.rot90)
 
 
-def trainer_rate(cfg: object, steps: int) -> float:
-    """Samples/s of forward + backward + AdamW step on fixed batches (the model alone)."""
-    from policy.losses import policy_loss
+def _step_rate(state: Any, model: Any, batch: dict[str, Any], steps: int, world: int, sync: Any = None) -> float:
+    """Samples/s of `steps` calls of the trainer's own step (training.trainer._optimiser_step: forward, backward,
+    clipping, AdamW, schedule) on one fixed batch, after one untimed step; `sync` (a barrier) runs before and after."""
+    import itertools
+
+    from training.trainer import _optimiser_step
+
+    batches = itertools.repeat(batch)
+    _optimiser_step(state, model, batches, world)
+    if sync is not None:
+        sync()
+    t0 = time.perf_counter()
+    samples = sum(_optimiser_step(state, model, batches, world).samples for _ in range(steps))
+    if sync is not None:
+        sync()
+    return samples / (time.perf_counter() - t0)
+
+
+def trainer_rate(cfg: Any, steps: int) -> float:
+    """Samples/s of the training step on fixed batches in this process (the model alone, no data loading)."""
     from training.trainer import TrainState
 
-    state = TrainState(cfg, torch.device("cpu"))  # type: ignore[arg-type]
-    batch = next(iter(_loader(cfg, cfg.data)))  # type: ignore[attr-defined]
-    t0 = 0.0
-    for i in range(steps + 1):
-        if i == 1:
-            t0 = time.perf_counter()
-        out = state.policy(batch["cur"], batch["des"])
-        loss = policy_loss(out, batch["vel"], cfg.policy.loss, batch.get("coarse_match"), batch.get("coarse_valid"))  # type: ignore[attr-defined]
-        loss["total"].backward()
-        state.opt.step()
-        state.opt.zero_grad()
-    return steps * len(batch["vel"]) / (time.perf_counter() - t0)
+    state = TrainState(cfg, torch.device("cpu"))
+    return _step_rate(state, state.policy, next(iter(_loader(cfg, cfg.data))), steps, world=1)
 
 
 def _ddp_worker(rank: int, world: int, cfg: Any, steps: int, port: int, out: Any) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from policy.losses import policy_loss
     from training.trainer import TrainState
 
     # One core per worker, as Ray Train gives each of train.workers one CPU on this machine.
@@ -68,21 +74,11 @@ def _ddp_worker(rank: int, world: int, cfg: Any, steps: int, port: int, out: Any
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         state = TrainState(cfg, torch.device("cpu"))
-        model = DistributedDataParallel(state.policy)
         batch = next(iter(_loader(cfg, cfg.data)))
-        t0 = 0.0
-        for i in range(steps + 1):
-            if i == 1:
-                dist.barrier()
-                t0 = time.perf_counter()
-            o = model(batch["cur"], batch["des"])
-            loss = policy_loss(o, batch["vel"], cfg.policy.loss, batch.get("coarse_match"), batch.get("coarse_valid"))
-            loss["total"].backward()  # DDP all-reduces the gradients here
-            state.opt.step()
-            state.opt.zero_grad()
-        dist.barrier()
+        # The step counts every rank's samples (len(batch) x world), so rank 0's rate is the whole group's.
+        rate = _step_rate(state, DistributedDataParallel(state.policy), batch, steps, world, sync=dist.barrier)
         if rank == 0:
-            out.put(world * steps * len(batch["vel"]) / (time.perf_counter() - t0))
+            out.put(rate)
     finally:
         dist.destroy_process_group()
 
@@ -123,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = load_config("cpu", [f"run.root={tmp}", f"datagen.root={cfg.datagen.root}"])
         rows = [(f"data loader, {w} worker process(es)", loader_rate(cfg, w, args.batches)) for w in (0, 1)]
         rows.append(("data loader, 0 workers, cpu config (quarter turns)", loader_rate(cpu, 0, args.batches)))
-        rows.append(("trainer step (forward + backward + AdamW), smoke model", trainer_rate(cfg, args.steps)))
+        rows.append(("trainer step (training.trainer._optimiser_step), smoke model", trainer_rate(cfg, args.steps)))
         rows.append(("trainer step, cpu model (frozen XFeat, batch 16)", trainer_rate(cpu, args.steps)))
         for world in args.ddp:
             name = f"trainer step, smoke model, DDP x {world} (gloo, 1 thread each)"
