@@ -310,7 +310,8 @@ class Servo:
         vel = clamp_velocity(vel, self.max_linear, self.max_angular)
         self.below_stop = self.below_stop + 1 if float(np.linalg.norm(v_unit)) < self.stop_velocity else 0
         arrived = self.below_stop >= self.stop_steps
-        command = np.zeros(6) if arrived else executed_velocity(vel, self.gain, self.max_linear, self.max_angular)
+        # vel is clamped above, so executed_velocity's own clamp (with these limits) would change nothing.
+        command = np.zeros(6) if arrived else executed_velocity(vel, self.gain)
         return ServoOutput(vel, v_unit, mode, gc_px, gd_px, conf, True, turn, command, arrived)
 
     def _hybrid(self, v_pbvs: np.ndarray, d: float, g_cur: np.ndarray, g_des: np.ndarray) -> tuple[np.ndarray, str]:

@@ -93,7 +93,7 @@ MODULES: dict[str, Module] = {
     "training/dataset.py": Module("tests/training/test_dataset.py tests/training/test_dataset_stream.py -m 'not slow'"),
     # Measured last: its stop rule and gain were reworked last.
     "policy/servo.py": Module(
-        "tests/policy/test_servo.py tests/policy/test_registry.py "
+        "tests/policy/test_servo.py tests/policy/test_servo_wiring.py tests/policy/test_registry.py "
         "tests/evaluation/test_runner.py::test_cnsv2_stops_and_moves_as_its_servo_says"
     ),
 }
