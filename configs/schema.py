@@ -277,6 +277,12 @@ class ServoConfig(Section):
         description="policy.rot90: keep the quarter turn in use until another's mean confidence is this much higher "
         "(relative), so the turn does not flip back and forth where two turns leave about 45 deg each",
     )
+    turn_search_every: int = Field(
+        default=1,  # every step: the behaviour the shipped policies were evaluated with
+        ge=1,
+        description="policy.rot90: run all four quarter turns on every this-many-th step and only the turn in use "
+        "on the steps between (a quarter of the network's cost there); 1 searches on every step",
+    )
     threads: int | None = _threads("1 (beside other busy processes more threads only wait for each other)")
     # The stop rule is calibrated per trained policy (its |v| at the goal), so it travels with the checkpoint.
     stop_velocity: float = Field(

@@ -3,7 +3,9 @@ stage, on whatever device is here: the smoke config, the shipped CPU policy and 
 (on a CPU) on its ONNX export through onnxruntime (`policy.export`, `Servo(runtime="onnx")`); then, on a CPU,
 Servo.step idle and beside two busy torch processes at 1 and 2 threads (`runtime.threads`).
 
-Configs get random weights (speed does not depend on them); `pretrained:NAME` times a shipped policy. ONNX stage times
+Configs get random weights (speed does not depend on them); `pretrained:NAME` times a shipped policy. A policy that
+searches the four quarter turns (`policy.rot90`) gets a row per `--turn-search-every` N: a search on one step in N, the
+turn in use alone between; its step time is the mean over N consecutive steps (median over the cycles). ONNX stage times
 are the kernel times onnxruntime's profiler attributes to each stage's nodes (by the module scope and source file the
 exporter records for every node); torch's are wall times between forward hooks.
 """
@@ -112,14 +114,19 @@ def bench_images(cfg: PolicyConfig) -> tuple[np.ndarray, np.ndarray]:
     return desired, np.roll(desired, (5, 9), axis=(0, 1))
 
 
+def _searching(cfg: PolicyConfig, every: int) -> Any:
+    """The policy's servo settings with a quarter-turn search on one step in `every`."""
+    return cfg.servo.model_copy(update={"turn_search_every": every})
+
+
 def _servo(
-    config: str, overrides: list[str], device: torch.device, threads: int | None = None
+    config: str, overrides: list[str], device: torch.device, threads: int | None = None, every: int = 1
 ) -> tuple[Servo, np.ndarray]:
     """A Servo of `config` (see `load_target`) on a random desired image, and a shifted current image."""
     policy = load_target(config, overrides, device)
     desired, current = bench_images(policy.cfg)
     K = Camera.canonical(*policy.cfg.input_size).K
-    return Servo(policy, desired, K, scene_scale=1.0, threads=threads), current
+    return Servo(policy, desired, K, scene_scale=1.0, threads=threads, cfg=_searching(policy.cfg, every)), current
 
 
 def _time_steps(servo: Servo, current: np.ndarray, iters: int, device: torch.device | None) -> list[float]:
@@ -133,9 +140,22 @@ def _time_steps(servo: Servo, current: np.ndarray, iters: int, device: torch.dev
     return steps
 
 
-def measure(config: str, overrides: list[str], device: torch.device, iters: int, warmup: int) -> dict[str, float]:
-    """Median per-stage and per-step milliseconds of Servo.step for one config (at torch's current thread count)."""
-    servo, current = _servo(config, overrides, device, threads=torch.get_num_threads())
+def cycle_ms(steps: list[float], every: int) -> float:
+    """Milliseconds per step from step times in seconds: the median over consecutive cycles of `every` steps of the
+    cycle's mean (one quarter-turn search and every-1 cheaper steps); the median step for every = 1. ValueError for
+    fewer steps than one cycle."""
+    if every < 1 or len(steps) < every:
+        raise ValueError(f"need at least one cycle of {every} steps, got {len(steps)}")
+    n = len(steps) // every
+    return 1e3 * float(np.median(np.asarray(steps[: n * every]).reshape(n, every).mean(axis=1)))
+
+
+def measure(
+    config: str, overrides: list[str], device: torch.device, iters: int, warmup: int, every: int = 1
+) -> dict[str, float]:
+    """Per-step milliseconds of Servo.step for one config (at torch's current thread count; `cycle_ms`) and each
+    stage's mean per step; `every`: the quarter-turn search's period."""
+    servo, current = _servo(config, overrides, device, threads=torch.get_num_threads(), every=every)
     policy = servo.policy
     timer = StageTimer(policy, device)
     for _ in range(warmup):
@@ -144,7 +164,7 @@ def measure(config: str, overrides: list[str], device: torch.device, iters: int,
         steps = _time_steps(servo, current, iters, device)
         # Mean time per step of each stage (the desired image's backbone and fine features are cached).
         row = {s: 1e3 * sum(timer.times[s]) / iters if timer.times.get(s) else float("nan") for s in STAGES}
-    row["step"] = 1e3 * float(np.median(steps))
+    row["step"] = cycle_ms(steps, every)
     row["fps"] = 1e3 / row["step"]
     return row
 
@@ -207,23 +227,25 @@ def profile_stages(trace: str | os.PathLike[str], stages: dict[str, str], steps:
 
 
 def measure_onnx(
-    policy: CNSv2Policy, folder: str | os.PathLike[str], iters: int, warmup: int, threads: int
+    policy: CNSv2Policy, folder: str | os.PathLike[str], iters: int, warmup: int, threads: int, every: int = 1
 ) -> dict[str, float]:
-    """Median Servo.step milliseconds on the export `folder` of `policy` (onnxruntime, `threads` intra-op threads), its
-    stages from a second, profiled run, and `dv`: max |velocity_unit onnx - torch| over the timed frame."""
+    """Servo.step milliseconds (`cycle_ms`) on the export `folder` of `policy` (onnxruntime, `threads` intra-op
+    threads), its stages from a second, profiled run, and `dv`: max |velocity_unit onnx - torch| over the timed
+    frame; `every`: the quarter-turn search's period."""
     from policy.onnx_policy import OnnxPolicy
 
     desired, current = bench_images(policy.cfg)
     K = Camera.canonical(*policy.cfg.input_size).K
-    servo = Servo(folder, desired, K, scene_scale=1.0, threads=threads, runtime="onnx")
+    servo_cfg = _searching(policy.cfg, every)
+    servo = Servo(folder, desired, K, scene_scale=1.0, threads=threads, runtime="onnx", cfg=servo_cfg)
     for _ in range(warmup):
         servo.step(current)
     steps = _time_steps(servo, current, iters, None)
-    row = {"step": 1e3 * float(np.median(steps))}
+    row = {"step": cycle_ms(steps, every)}
     row["fps"] = 1e3 / row["step"]
     profiled_policy = OnnxPolicy(folder, threads=threads, profile=True)
-    profiled = Servo(profiled_policy, desired, K, scene_scale=1.0, threads=threads, runtime="onnx")
-    n = max(2, iters // 2)
+    profiled = Servo(profiled_policy, desired, K, scene_scale=1.0, threads=threads, runtime="onnx", cfg=servo_cfg)
+    n = max(every, iters // 2)
     for _ in range(warmup + n):
         profiled.step(current)
     trace = profiled_policy.end_profiling()
@@ -231,8 +253,10 @@ def measure_onnx(
         row.update(profile_stages(trace, onnx_stage_map(Path(folder) / "step.onnx"), n))
     finally:
         Path(trace).unlink(missing_ok=True)
-    reference = Servo(policy, desired, K, scene_scale=1.0, threads=torch.get_num_threads()).step(current)
-    row["dv"] = float(np.max(np.abs(servo.step(current).velocity_unit - reference.velocity_unit)))
+    reference = Servo(policy, desired, K, scene_scale=1.0, threads=torch.get_num_threads(), cfg=servo_cfg)
+    onnx_servo = Servo(folder, desired, K, scene_scale=1.0, threads=threads, runtime="onnx", cfg=servo_cfg)
+    # The same first step on both runtimes (a search, where the policy searches).
+    row["dv"] = float(np.max(np.abs(onnx_servo.step(current).velocity_unit - reference.step(current).velocity_unit)))
     return row
 
 
@@ -309,8 +333,9 @@ def _default_targets() -> list[str]:
     return ["smoke", SHIPPED if SHIPPED.removeprefix(PREFIX) in available() else "cpu", "paper"]
 
 
-def _row_name(target: str, cfg: PolicyConfig) -> str:
-    return f"{target} ({cfg.backbone.model}{', 4 quarter turns' if cfg.rot90 else ''})"
+def _row_name(target: str, cfg: PolicyConfig, every: int) -> str:
+    turns = "" if not cfg.rot90 else ", 4 quarter turns" + (f", searched every {every} steps" if every > 1 else "")
+    return f"{target} ({cfg.backbone.model}{turns})"
 
 
 def _fmt(row: dict[str, float], key: str) -> str:
@@ -324,7 +349,7 @@ def _print_row(name: str, runtime: str, size: str, r: dict[str, float]) -> None:
     print(f"| {name} | {runtime} | {size} | {stages} | {r['step']:.1f} | {r['fps']:.1f} | {dv} |")
 
 
-def _onnx_row(target: str, overrides: list[str], iters: int, warmup: int) -> dict[str, float]:
+def _onnx_row(target: str, overrides: list[str], iters: int, warmup: int, every: int) -> dict[str, float]:
     """Export the target's policy to a temporary folder and time Servo.step on it."""
     from policy.export import export_policy
 
@@ -332,7 +357,7 @@ def _onnx_row(target: str, overrides: list[str], iters: int, warmup: int) -> dic
     tmp = tempfile.mkdtemp(prefix="cnsv2-bench-onnx-")
     try:
         folder = export_policy(policy, Path(tmp) / "export", check=False)
-        return measure_onnx(policy, folder, iters, warmup, torch.get_num_threads())
+        return measure_onnx(policy, folder, iters, warmup, torch.get_num_threads(), every)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -352,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=10, help="timed steps per config (default %(default)s)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--turn-search-every", type=int, nargs="+", default=[1, 8], metavar="N",
+        help="quarter-turn policies: a row per search period N (policy.servo.turn_search_every) (default %(default)s)",
+    )  # fmt: skip
     p.add_argument("--load-config", default="cpu", help="config of the idle/loaded table (default %(default)s)")
     p.add_argument("--load-threads", type=int, nargs="*", default=[1, 2], help="thread counts of that table")
     p.add_argument("--load-iters", type=int, default=20, help="timed steps per cell of that table")
@@ -359,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-load", action="store_true", help="skip the idle/loaded table")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every config")
     args = p.parse_args(argv)
+    if min(args.turn_search_every) < 1:
+        p.error(f"--turn-search-every: each N must be >= 1, got {args.turn_search_every}")
     default_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -380,12 +411,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_target(target, args.overrides, torch.device("cpu")).cfg
         iters = args.iters if cfg.input_size[0] <= 256 or device.type == "cuda" else max(2, args.iters // 4)
         size = "x".join(map(str, cfg.input_size))
-        for runtime in runtimes:
-            if runtime == "torch":
-                r = measure(target, args.overrides, device, iters, args.warmup)
-            else:
-                r = _onnx_row(target, args.overrides, iters, args.warmup)
-            _print_row(_row_name(target, cfg), runtime, size, r)
+        for every in args.turn_search_every if cfg.rot90 else [1]:
+            n = every * -(-iters // every)  # whole search cycles
+            for runtime in runtimes:
+                if runtime == "torch":
+                    r = measure(target, args.overrides, device, n, args.warmup, every)
+                else:
+                    r = _onnx_row(target, args.overrides, n, args.warmup, every)
+                _print_row(_row_name(target, cfg, every), runtime, size, r)
     print(f"reproduce: python -m policy.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
     if device.type == "cpu" and not args.no_load:
         torch.set_num_threads(default_threads)

@@ -241,13 +241,13 @@ class Servo:
         with torch.inference_mode():
             return self.policy.encode_desired(images_to_tensor(des, self.device))
 
-    def _network(self, cur: np.ndarray) -> NetworkStep:
-        """The network on the canonical uint8 (H, W, 3) current image: batch 1, or with `rot90` the four quarter turns
-        (k = 0..3) in one batch, against the cached goal."""
+    def _network(self, cur: np.ndarray, turns: tuple[int, ...]) -> NetworkStep:
+        """The network on the canonical uint8 (H, W, 3) current image turned by each of `turns` (quarter turns, k),
+        in one batch (row i is turn turns[i]), against the cached goal."""
         if isinstance(self.policy, OnnxPolicy):
             # The turns are pure indexing (np.rot90 and a one-pixel shift), the same pixels policy.rotation.turn_images
-            # gives on torch; one batch of four, as on torch, rather than four calls.
-            x = np.stack([turn_image(cur, k) for k in QUARTER_TURNS]) if self.rot90 else cur[None]
+            # gives on torch; one batch, as on torch, rather than a call per turn.
+            x = cur[None] if turns == (0,) else np.stack([turn_image(cur, k) for k in turns])
             return self.policy.step(x, self.cache)
         import torch
 
@@ -256,8 +256,8 @@ class Servo:
 
         with torch.inference_mode():
             x = images_to_tensor(cur, self.device)
-            if self.rot90:
-                x = torch.cat([turn_images(x, k) for k in QUARTER_TURNS])
+            if turns != (0,):
+                x = torch.cat([turn_images(x, k) for k in turns])
             out = self.policy(x, self.cache)
 
             def as64(t: torch.Tensor) -> np.ndarray:
@@ -273,23 +273,27 @@ class Servo:
         if (cur.shape[1], cur.shape[0]) != self.image_size:
             w, h = self.image_size
             raise ValueError(f"rgb: expected {w}x{h} like the desired image, got {cur.shape[1]}x{cur.shape[0]}")
-        # With rot90, all four quarter turns in one batch; the turn whose matches are most confident is the one nearest
-        # the desired view, the range the network was trained on (policy.rotation).
-        out = self._network(self.remap(cur))
-        turn = 0
-        if self.rot90:
-            turn = int(np.argmax(out.confidence))
+        # With rot90, a search runs all four quarter turns in one batch; the turn whose matches are most confident is
+        # the one nearest the desired view, the range the network was trained on (policy.rotation). Between searches
+        # (turn_search_every) only the turn in use runs.
+        search = self.rot90 and (self.turn is None or self.steps % self.cfg.turn_search_every == 0)
+        turns = QUARTER_TURNS if search else (self.turn or 0,)
+        out = self._network(self.remap(cur), turns)
+        row = 0
+        if search:
+            row = int(np.argmax(out.confidence))
             # Where two turns leave about 45 deg each, their confidences are close and the network is least sure of
             # the sign: a turn in use stays until another is clearly better (a Schmitt trigger, not an argmax).
-            if self.turn is not None and out.confidence[turn] <= out.confidence[self.turn] * (
+            if self.turn is not None and out.confidence[row] <= out.confidence[self.turn] * (
                 1.0 + self.cfg.turn_hysteresis
             ):
-                turn = self.turn
-            self.turn = turn
+                row = self.turn
+            self.turn = turns[row]
+        turn = turns[row]
         self.steps += 1
-        v_unit = out.velocity[turn].copy()
-        g_cur, g_des = out.gravity_cur[turn].copy(), out.gravity_des[turn].copy()
-        conf = float(out.confidence[turn])
+        v_unit = out.velocity[row].copy()
+        g_cur, g_des = out.gravity_cur[row].copy(), out.gravity_des[row].copy()
+        conf = float(out.confidence[row])
         if turn:
             v_unit = velocity_from_turned(v_unit, turn) if np.all(np.isfinite(v_unit)) else v_unit
             g_cur = _unturn_patch(g_cur, turn, out.grid[1])

@@ -54,3 +54,14 @@ def test_a_profile_is_split_into_stages_over_the_last_runs_only(tmp_path: Path) 
     assert ms["backbone"] == pytest.approx((4000 + 1000 + 3000) / 1e3 / 2)
     assert ms["transformer"] == pytest.approx(2.0) and ms["representation"] == pytest.approx(0.25)
     assert ms["fine"] != ms["fine"] and ms["controller"] != ms["controller"]  # NaN: no such nodes
+
+
+def test_a_step_time_with_turn_searches_is_the_mean_over_a_search_cycle() -> None:
+    from policy.bench import cycle_ms
+
+    # Searches (40 ms) on one step in 4, held steps of 10 ms; one stray slow cycle at the end.
+    steps = [0.040, 0.010, 0.010, 0.010] * 3 + [0.080, 0.030, 0.030, 0.030, 0.5]
+    assert cycle_ms(steps, 4) == pytest.approx(17.5)  # 70 ms per cycle of 4; the unfinished cycle is dropped
+    assert cycle_ms([0.01, 0.03, 0.02], 1) == pytest.approx(20.0)  # every step a search: the median step
+    with pytest.raises(ValueError, match="one cycle of 8"):
+        cycle_ms(steps[:5], 8)

@@ -170,18 +170,19 @@ class TorchBackedOnnx(OnnxPolicy):
         )
 
 
-@pytest.mark.parametrize("rot90", [False, True])
-def test_the_onnx_branch_sees_the_same_turned_images_as_the_torch_branch(rot90: bool) -> None:
+@pytest.mark.parametrize(("rot90", "every"), [(False, 1), (True, 1), (True, 2)])
+def test_the_onnx_branch_sees_the_same_turned_images_as_the_torch_branch(rot90: bool, every: int) -> None:
     from policy.rotation import turn_image
 
-    policy = _policy(f"policy.rot90={str(rot90).lower()}", "policy.servo.hybrid=false")
+    overrides = (f"policy.rot90={str(rot90).lower()}", f"policy.servo.turn_search_every={every}")
+    policy = _policy(*overrides, "policy.servo.hybrid=false")
     des, cur = _images(3)
     on_torch = Servo(policy, des, K, scene_scale=1.0, threads=1)
     stand_in = TorchBackedOnnx(policy)
     on_onnx = Servo(stand_in, des, K, scene_scale=1.0, threads=1, runtime="onnx")
     assert (on_torch.runtime, on_onnx.runtime) == ("torch", "onnx")
     assert on_onnx.threads == 1 and stand_in.threads_set == [1]
-    for _ in range(2):
+    for _ in range(3):
         a, b = on_torch.step(cur), on_onnx.step(cur)
         assert a.turn == b.turn
         np.testing.assert_allclose(b.velocity_unit, a.velocity_unit, atol=1e-6)
@@ -191,6 +192,8 @@ def test_the_onnx_branch_sees_the_same_turned_images_as_the_torch_branch(rot90: 
     assert batch.shape == ((4 if rot90 else 1), W, W, 3)  # the four quarter turns only with rot90
     for k in range(batch.shape[0]):
         np.testing.assert_array_equal(batch[k], turn_image(batch[0], k))
+    if every == 2:  # the step between searches: the turn in use alone
+        np.testing.assert_array_equal(stand_in.seen[1], turn_image(batch[0], b.turn)[None])
 
 
 def test_runtime_onnx_takes_an_export_folder_and_names_what_is_missing(tmp_path) -> None:
@@ -199,3 +202,41 @@ def test_runtime_onnx_takes_an_export_folder_and_names_what_is_missing(tmp_path)
         Servo(tmp_path / "no-export", des, K, scene_scale=1.0, runtime="onnx")
     with pytest.raises(TypeError, match="runtime='onnx'"):
         Servo(tmp_path / "no-export", des, K, scene_scale=1.0)  # a folder is an export: torch cannot run it
+
+
+def test_between_turn_searches_only_the_turn_in_use_runs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from policy.network import CNSv2Policy
+    from policy.rotation import turn_images
+
+    policy = _policy("policy.rot90=true", "policy.servo.hybrid=false", "policy.servo.turn_search_every=3")
+    seen: list[torch.Tensor] = []
+    real_forward = CNSv2Policy.forward
+
+    def forward(self, x, cache):  # type: ignore[no-untyped-def]
+        seen.append(x.clone())
+        return real_forward(self, x, cache)
+
+    monkeypatch.setattr(CNSv2Policy, "forward", forward)
+    des, cur = _images(5)
+    servo = Servo(policy, des, K, scene_scale=1.0)
+    outs = [servo.step(cur) for _ in range(7)]
+    assert [x.shape[0] for x in seen] == [4, 1, 1, 4, 1, 1, 4]  # a search on steps 0, 3 and 6
+    turn = outs[0].turn
+    assert all(o.turn == turn for o in outs)  # the same image every step: the search keeps its turn
+    torch.testing.assert_close(seen[1], turn_images(seen[0][:1], turn))  # the held turn's image
+    for held in outs[1:3]:  # the held turn alone gives what it gave inside the search's batch
+        np.testing.assert_allclose(held.velocity_unit, outs[0].velocity_unit, atol=1e-5)
+        assert held.confidence == pytest.approx(outs[0].confidence, abs=1e-6)
+    servo.restart()
+    servo.step(cur)
+    assert seen[-1].shape[0] == 4  # no turn in use after a restart: a search
+
+
+def test_a_search_can_change_the_turn_between_held_steps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy("policy.rot90=true", "policy.servo.hybrid=false", "policy.servo.turn_search_every=2")
+    # Rows: a search (4 turns), a held step (1), a search that finds turn 3 clearly better, a held step.
+    confidences = iter([[0.1, 0.6, 0.2, 0.1], [0.6], [0.1, 0.5, 0.2, 0.9], [0.9]])
+    _predict(monkeypatch, policy, np.zeros(6), np.ones(2), np.ones(2), confidences)
+    des, cur = _images()
+    servo = Servo(policy, des, K, scene_scale=1.0)
+    assert [servo.step(cur).turn for _ in range(4)] == [1, 1, 3, 3]
