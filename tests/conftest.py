@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ pytest_plugins = ["tests.fixtures.factories"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KINDS = ("unit", "integration")
+_STARTED = pytest.StashKey[float]()
 
 # Derandomised so that CI is reproducible; the examples still cover near-0 and near-pi angles by construction.
 settings.register_profile(
@@ -45,6 +47,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
     if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", ""):
         _fastest_first(items)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_STARTED] = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under a mutant, append its wall seconds and pytest's exit status to mutant-seconds.jsonl in mutants/, which
+    tests/mutation.py reads to show where a module's time goes (mutmut's forkserver records no durations itself)."""
+    name = os.environ.get("MUTANT_UNDER_TEST", "")
+    if "__mutmut_" not in name or not Path("mutmut-stats.json").exists():
+        return
+    seconds = time.monotonic() - session.config.stash.get(_STARTED, time.monotonic())
+    line = json.dumps({"mutant": name, "seconds": round(seconds, 2), "exit": int(exitstatus)}) + "\n"
+    with open("mutant-seconds.jsonl", "a") as f:  # one short append per mutant: the two workers' lines do not mix
+        f.write(line)
 
 
 def _fastest_first(items: list[pytest.Item]) -> None:

@@ -37,12 +37,16 @@ EQUIVALENT_DOC = ROOT / "docs" / "mutation-survivors.md"
 TARGET = 85.0
 # Every test these modules select takes under 7 s on the 2-core machine when it shares the cores (--durations).
 TEST_TIMEOUT_S = 30
+SLOWEST = 10  # mutants listed, with their seconds, at the end of each module's survivors file
 
 
 @dataclass(frozen=True)
 class Module:
     tests: str  # pytest arguments, shell-quoted: files, node ids, -m expressions
     functions: str = ""  # mutate only these functions or Class.methods (space-separated); the whole module when empty
+    # Wall seconds each selected test gets under a mutant: a mutant that makes a test wait for what never comes is
+    # detected after this long, so a module whose tests are all short gets a shorter limit.
+    timeout_s: int = TEST_TIMEOUT_S
 
     def patterns(self, path: str) -> list[str]:
         """mutmut mutant-name globs: module.x_function__mutmut_N, module.xǁClassǁmethod__mutmut_N."""
@@ -85,6 +89,9 @@ MODULES: dict[str, Module] = {
         "weights_by_push DaggerProducer.make_shard DaggerProducer._servo DaggerProducer.run "
         "DaggerProducer._swap_pending DaggerProducer._install DaggerProducer._owns DaggerProducer._next_index "
         "DaggerProducer._owned_from DaggerProducer._published_samples",
+        # Its slowest test takes 2.5 s alone; a mutant that leaves a test waiting (for weights, for a stop) is caught
+        # in 10 s instead of 30.
+        timeout_s=10,
     ),
     "training/trainer.py": Module(
         "tests/training/test_trainer.py tests/training/test_trainer_step.py -m unit",
@@ -156,7 +163,7 @@ def run_module(path: str, jobs: int) -> dict:
     # Name globs only where the module is restricted to some functions (mutmut then lists every mutant's verdict).
     # mutmut's own limit is CPU time, so a mutant that turns a poll into a long sleep idles for minutes; a test that
     # runs TEST_TIMEOUT_S of wall clock fails instead (pytest-timeout), which detects the mutant.
-    tests = [*shlex.split(mod.tests), f"--timeout={TEST_TIMEOUT_S}"]
+    tests = [*shlex.split(mod.tests), f"--timeout={mod.timeout_s}"]
     spec = {"path": path, "tests": tests, "jobs": jobs, "patterns": patterns if mod.functions else []}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     env["CNSV2_HYPOTHESIS_PROFILE"] = "mutation"  # 50 property examples per test instead of 200
@@ -170,9 +177,19 @@ def run_module(path: str, jobs: int) -> dict:
     codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
     diffs = {k: _diff(k, path) for k, v in codes.items() if _status(v) in ("survived", "other")}
     results = {"codes": codes, "diffs": diffs, "wall_s": round(wall), "date": date.today().isoformat()}
+    results["seconds"] = _mutant_seconds(ROOT / "mutants" / "mutant-seconds.jsonl")
     OUT.mkdir(parents=True, exist_ok=True)
     _results_file(path).write_text(json.dumps(results, indent=1, ensure_ascii=False))
     return score(path)
+
+
+def _mutant_seconds(log: Path) -> dict[str, float]:
+    """{mutant: wall seconds of its tests} from the lines tests/conftest.py appends under each mutant; a mutant that
+    mutmut killed for CPU time never writes one."""
+    if not log.exists():
+        return {}
+    lines = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
+    return {d["mutant"]: float(d["seconds"]) for d in lines}
 
 
 def _results_file(path: str) -> Path:
@@ -214,6 +231,11 @@ def score(path: str) -> dict:
     for name in survivors:
         lines += [f"## {name} ({_status(codes[name])})", "", "```diff", diffs[name], "```", ""]
     lines += ["## Judged equivalent", ""] + [f"- {n}" for n in equivalent]
+    seconds = results.get("seconds", {})
+    if seconds:
+        slow = sorted(seconds.items(), key=lambda kv: -kv[1])[:SLOWEST]
+        lines += ["", f"## Where the time went: {sum(seconds.values()):.0f} s of tests over {len(seconds)} mutants", ""]
+        lines += [f"- {s:.1f} s `{n}` ({status[n]})" for n, s in slow if n in status]
     (OUT / f"{path.replace('/', '.')}.survivors.md").write_text("\n".join(lines) + "\n")
     return row
 
