@@ -163,7 +163,10 @@ def run_module(path: str, jobs: int) -> dict:
     # Name globs only where the module is restricted to some functions (mutmut then lists every mutant's verdict).
     # mutmut's own limit is CPU time, so a mutant that turns a poll into a long sleep idles for minutes; a test that
     # runs TEST_TIMEOUT_S of wall clock fails instead (pytest-timeout), which detects the mutant.
-    tests = [*shlex.split(mod.tests), f"--timeout={mod.timeout_s}"]
+    # The thread method ends the whole worker (os._exit(1): killed) once a test runs past the limit. With the signal
+    # method, which can only raise in the main thread, three dagger mutants that loop forever ran 120 s each against
+    # a 10 s limit.
+    tests = [*shlex.split(mod.tests), f"--timeout={mod.timeout_s}", "--timeout-method=thread"]
     spec = {"path": path, "tests": tests, "jobs": jobs, "patterns": patterns if mod.functions else []}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     env["CNSV2_HYPOTHESIS_PROFILE"] = "mutation"  # 50 property examples per test instead of 200
@@ -184,8 +187,8 @@ def run_module(path: str, jobs: int) -> dict:
 
 
 def _mutant_seconds(log: Path) -> dict[str, float]:
-    """{mutant: wall seconds of its tests} from the lines tests/conftest.py appends under each mutant; a mutant that
-    mutmut killed for CPU time never writes one."""
+    """{mutant: wall seconds of its tests} from the lines tests/conftest.py appends under each mutant; a mutant ended
+    by a time limit (mutmut's CPU limit, a test's wall limit) never writes one."""
     if not log.exists():
         return {}
     lines = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
