@@ -163,10 +163,9 @@ def run_module(path: str, jobs: int) -> dict:
     # Name globs only where the module is restricted to some functions (mutmut then lists every mutant's verdict).
     # mutmut's own limit is CPU time, so a mutant that turns a poll into a long sleep idles for minutes; a test that
     # runs TEST_TIMEOUT_S of wall clock fails instead (pytest-timeout), which detects the mutant.
-    # The thread method ends the whole worker (os._exit(1): killed) once a test runs past the limit. With the signal
-    # method, which can only raise in the main thread, three dagger mutants that loop forever ran 120 s each against
-    # a 10 s limit.
-    tests = [*shlex.split(mod.tests), f"--timeout={mod.timeout_s}", "--timeout-method=thread"]
+    # (pytest-timeout's signal method: its thread method, which ends the process, left forked workers waiting on a
+    # lock forever.)
+    tests = [*shlex.split(mod.tests), f"--timeout={mod.timeout_s}"]
     spec = {"path": path, "tests": tests, "jobs": jobs, "patterns": patterns if mod.functions else []}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     env["CNSV2_HYPOTHESIS_PROFILE"] = "mutation"  # 50 property examples per test instead of 200

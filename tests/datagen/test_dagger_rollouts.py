@@ -10,6 +10,7 @@ out blank (one colour), as a broken renderer's would.
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -119,7 +120,11 @@ def finish(fn: Any, *args: Any, **kwargs: Any) -> Any:
     out: dict[str, Any] = {}
     t = threading.Thread(target=lambda: out.setdefault("r", fn(*args, **kwargs)), daemon=True)
     t.start()
-    t.join(120)
+    # Short joins, so that a test time limit (pytest-timeout's SIGALRM, which make mutation sets) can interrupt the
+    # wait: one join(120) held three looping mutants for the full 120 s.
+    deadline = time.monotonic() + 120
+    while t.is_alive() and time.monotonic() < deadline:
+        t.join(0.05)
     assert not t.is_alive(), f"{getattr(fn, '__name__', fn)} never returned"
     return out.get("r")
 
