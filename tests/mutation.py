@@ -111,8 +111,9 @@ _CHILD = """
 import dataclasses, json, sys
 import mutmut.configuration as c
 spec = json.loads(sys.argv[1])
-c._config = dataclasses.replace(c._load_config(), only_mutate=[spec["path"]],
-                                pytest_add_cli_args_test_selection=spec["tests"])
+base = c._load_config()
+c._config = dataclasses.replace(base, only_mutate=[spec["path"]], pytest_add_cli_args_test_selection=spec["tests"],
+                                pytest_add_cli_args=[*base.pytest_add_cli_args, *spec["always"]])
 from mutmut.__main__ import cli
 cli(["run", "--max-children", str(spec["jobs"]), *spec["patterns"]])
 """
@@ -163,10 +164,12 @@ def run_module(path: str, jobs: int) -> dict:
     # Name globs only where the module is restricted to some functions (mutmut then lists every mutant's verdict).
     # mutmut's own limit is CPU time, so a mutant that turns a poll into a long sleep idles for minutes; a test that
     # runs TEST_TIMEOUT_S of wall clock fails instead (pytest-timeout), which detects the mutant.
-    # (pytest-timeout's signal method: its thread method, which ends the process, left forked workers waiting on a
-    # lock forever.)
-    tests = [*shlex.split(mod.tests), f"--timeout={mod.timeout_s}"]
-    spec = {"path": path, "tests": tests, "jobs": jobs, "patterns": patterns if mod.functions else []}
+    # The limit goes with the arguments of every run: mutmut drops the selection's arguments (-m, -k, files) once it
+    # names each mutant's tests, and a limit among them applied to no mutant at all. (pytest-timeout's signal method:
+    # its thread method, which ends the process, left forked workers waiting on a lock forever.)
+    always = [f"--timeout={mod.timeout_s}"]
+    spec = {"path": path, "tests": shlex.split(mod.tests), "always": always, "jobs": jobs}
+    spec["patterns"] = patterns if mod.functions else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     env["CNSV2_HYPOTHESIS_PROFILE"] = "mutation"  # 50 property examples per test instead of 200
     t0 = time.monotonic()
