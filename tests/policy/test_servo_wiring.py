@@ -141,11 +141,12 @@ class TorchBackedOnnx(OnnxPolicy):
     numpy out. It lets Servo's ONNX branch (numpy quarter turns, the cache passed through) be compared with its torch
     branch without exporting."""
 
-    def __init__(self, policy) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, policy, confidences=None) -> None:  # type: ignore[no-untyped-def]
         self.torch_policy, self.cfg, self.patch = policy.eval(), policy.cfg, policy.patch
         self.input_size = tuple(policy.cfg.input_size)
         self.threads_set: list[int] = []
         self.seen: list[np.ndarray] = []  # the current-image batches step was given
+        self.confidences = confidences  # an iterator of per-row confidences to report instead of the network's
 
     def set_threads(self, threads: int) -> int:
         self.threads_set.append(threads)
@@ -154,7 +155,7 @@ class TorchBackedOnnx(OnnxPolicy):
     def encode_desired(self, rgb: np.ndarray):  # type: ignore[no-untyped-def]
         from policy.network import images_to_tensor
 
-        assert rgb.shape == (1, W, W, 3), rgb.shape  # one goal, as a batch
+        assert rgb.shape == (1, *self.input_size[::-1], 3), rgb.shape  # one goal, as a batch
         with torch.inference_mode():
             return self.torch_policy.encode_desired(images_to_tensor(rgb))
 
@@ -165,9 +166,10 @@ class TorchBackedOnnx(OnnxPolicy):
         with torch.inference_mode():
             out = self.torch_policy(images_to_tensor(rgb), cache)
         f64 = lambda t: t.double().numpy()  # noqa: E731
-        return NetworkStep(
-            f64(out.vel), f64(out.gravity_cur), f64(out.gravity_des), f64(out.confidence.mean(dim=1)), out.grid
-        )
+        confidence = f64(out.confidence.mean(dim=1))
+        if self.confidences is not None:
+            confidence = np.array(next(self.confidences), dtype=np.float64)
+        return NetworkStep(f64(out.vel), f64(out.gravity_cur), f64(out.gravity_des), confidence, out.grid)
 
 
 @pytest.mark.parametrize(("rot90", "every"), [(False, 1), (True, 1), (True, 2)])
@@ -240,3 +242,46 @@ def test_a_search_can_change_the_turn_between_held_steps(monkeypatch) -> None:  
     des, cur = _images()
     servo = Servo(policy, des, K, scene_scale=1.0)
     assert [servo.step(cur).turn for _ in range(4)] == [1, 1, 3, 3]
+
+
+# A search that finds turn 1 (rows 0-3), then a step between searches: only turn 1 runs, on its turned image.
+HELD_ONE = [[0.1, 0.9, 0.1, 0.1], [0.9]]
+
+
+def test_the_turn_held_between_searches_runs_on_its_turned_image(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from policy.rotation import turn_image, turn_images
+
+    policy = _policy("policy.rot90=true", "policy.servo.hybrid=false", "policy.servo.turn_search_every=2")
+    seen: list[torch.Tensor] = []
+    original = type(policy).forward
+
+    def spy(self, x, cache):  # type: ignore[no-untyped-def]
+        seen.append(x.clone())
+        return original(self, x, cache)
+
+    monkeypatch.setattr(type(policy), "forward", spy)
+    _predict(monkeypatch, policy, np.zeros(6), np.ones(2), np.ones(2), iter(HELD_ONE))
+    des, cur = _images(7)
+    servo = Servo(policy, des, K, scene_scale=1.0)
+    assert [servo.step(cur).turn for _ in range(2)] == [1, 1]
+    assert seen[1].shape[0] == 1
+    torch.testing.assert_close(seen[1], turn_images(seen[0][:1], 1))  # torch: the held turn's image
+    monkeypatch.undo()  # the stand-in's network is the real forward; its confidences come from HELD_ONE below
+
+    stand_in = TorchBackedOnnx(_policy("policy.rot90=true", "policy.servo.turn_search_every=2"), iter(HELD_ONE))
+    on_onnx = Servo(stand_in, des, K, scene_scale=1.0, runtime="onnx")
+    assert [on_onnx.step(cur).turn for _ in range(2)] == [1, 1]
+    np.testing.assert_array_equal(stand_in.seen[1], turn_image(stand_in.seen[0][0], 1)[None])  # onnx: the same
+
+
+def test_the_onnx_branch_takes_a_non_square_image_without_quarter_turns() -> None:
+    # Quarter turns need a square image; without rot90 the image goes in as it is, whatever its aspect.
+    policy = _policy("policy.input_size=[128,96]", "policy.servo.hybrid=false")
+    rng = np.random.default_rng(9)
+    des, cur = (rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(2))
+    K_wide = Camera.canonical(128, 96).K
+    a = Servo(policy, des, K_wide, scene_scale=1.0).step(cur)
+    stand_in = TorchBackedOnnx(policy)
+    b = Servo(stand_in, des, K_wide, scene_scale=1.0, runtime="onnx").step(cur)
+    assert stand_in.seen[0].shape == (1, 96, 128, 3)
+    np.testing.assert_allclose(b.velocity_unit, a.velocity_unit, atol=1e-6)
