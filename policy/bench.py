@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from configs import load_config
-from configs.schema import PolicyConfig
+from configs.schema import PolicyConfig, ServoConfig
 from policy.checkpoint import build_policy
 from policy.network import CNSv2Policy
 from policy.pretrained import PREFIX, available, load_pretrained
@@ -114,7 +114,7 @@ def bench_images(cfg: PolicyConfig) -> tuple[np.ndarray, np.ndarray]:
     return desired, np.roll(desired, (5, 9), axis=(0, 1))
 
 
-def _searching(cfg: PolicyConfig, every: int) -> Any:
+def _searching(cfg: PolicyConfig, every: int) -> ServoConfig:
     """The policy's servo settings with a quarter-turn search on one step in `every`."""
     return cfg.servo.model_copy(update={"turn_search_every": every})
 

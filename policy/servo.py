@@ -142,7 +142,8 @@ class Servo:
         desired_rgb: the goal image, uint8 (H, W, 3) RGB.
         K: (3, 3) intrinsics of the camera, for images of size (W, H).
         scene_scale: d* in metres, > 0.
-        cfg: the servo settings (hybrid law, awareness, speed limits); default the policy's own `policy.servo`.
+        cfg: the servo settings (hybrid law, awareness, speed limits, the quarter-turn hysteresis and search period
+            `turn_search_every`); default the policy's own `policy.servo`.
         gain: `command` = gain x `velocity`; 2 is what the benchmark executes (CNS), and what the policy was
             trained and evaluated with.
         max_linear, max_angular: `velocity` is scaled down (as a whole twist) to |v| <= max_linear m/s and
