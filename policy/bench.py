@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -349,15 +349,15 @@ def _print_row(name: str, runtime: str, size: str, r: dict[str, float]) -> None:
     print(f"| {name} | {runtime} | {size} | {stages} | {r['step']:.1f} | {r['fps']:.1f} | {dv} |")
 
 
-def _onnx_row(target: str, overrides: list[str], iters: int, warmup: int, every: int) -> dict[str, float]:
-    """Export the target's policy to a temporary folder and time Servo.step on it."""
+@contextmanager
+def _exported(target: str, overrides: list[str]) -> Iterator[tuple[CNSv2Policy, Path]]:
+    """The target's policy and its export in a temporary folder (removed on exit), shared by its rows."""
     from policy.export import export_policy
 
     policy = load_target(target, overrides, torch.device("cpu"))
     tmp = tempfile.mkdtemp(prefix="cnsv2-bench-onnx-")
     try:
-        folder = export_policy(policy, Path(tmp) / "export", check=False)
-        return measure_onnx(policy, folder, iters, warmup, torch.get_num_threads(), every)
+        yield policy, export_policy(policy, Path(tmp) / "export", check=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -411,14 +411,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_target(target, args.overrides, torch.device("cpu")).cfg
         iters = args.iters if cfg.input_size[0] <= 256 or device.type == "cuda" else max(2, args.iters // 4)
         size = "x".join(map(str, cfg.input_size))
-        for every in args.turn_search_every if cfg.rot90 else [1]:
-            n = every * -(-iters // every)  # whole search cycles
-            for runtime in runtimes:
-                if runtime == "torch":
-                    r = measure(target, args.overrides, device, n, args.warmup, every)
-                else:
-                    r = _onnx_row(target, args.overrides, n, args.warmup, every)
-                _print_row(_row_name(target, cfg, every), runtime, size, r)
+        with ExitStack() as stack:
+            export = None  # (policy, folder): exported once per target, for every search period
+            for every in args.turn_search_every if cfg.rot90 else [1]:
+                n = every * -(-iters // every)  # whole search cycles
+                for runtime in runtimes:
+                    if runtime == "torch":
+                        r = measure(target, args.overrides, device, n, args.warmup, every)
+                    else:
+                        export = export or stack.enter_context(_exported(target, args.overrides))
+                        r = measure_onnx(*export, n, args.warmup, torch.get_num_threads(), every)
+                    _print_row(_row_name(target, cfg, every), runtime, size, r)
     print(f"reproduce: python -m policy.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
     if device.type == "cpu" and not args.no_load:
         torch.set_num_threads(default_threads)

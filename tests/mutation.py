@@ -161,12 +161,13 @@ def run_module(path: str, jobs: int) -> dict:
     mod = MODULES[path]
     patterns = mod.patterns(path)
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-    # Name globs only where the module is restricted to some functions (mutmut then lists every mutant's verdict).
-    # mutmut's own limit is CPU time, so a mutant that turns a poll into a long sleep idles for minutes; a test that
-    # runs TEST_TIMEOUT_S of wall clock fails instead (pytest-timeout), which detects the mutant.
-    # The limit goes with the arguments of every run: mutmut drops the selection's arguments (-m, -k, files) once it
-    # names each mutant's tests, and a limit among them applied to no mutant at all. (pytest-timeout's signal method:
-    # its thread method, which ends the process, left forked workers waiting on a lock forever.)
+    # mutmut's own limits are generous ((estimated + 1) x 15 s), so a mutant that loops or turns a poll into a long
+    # sleep would hold a worker for minutes; a test past mod.timeout_s of wall clock fails instead (pytest-timeout),
+    # which detects the mutant. The limit goes with the arguments of every run: mutmut drops the selection's
+    # arguments (-m, -k, files) once it names each mutant's tests, so a limit among them applied to no mutant.
+    # (pytest-timeout's signal method: its thread method, which ends the process, left forked workers waiting on a
+    # lock forever.) Name globs only where the module is restricted to some functions (mutmut then lists every
+    # mutant's verdict).
     always = [f"--timeout={mod.timeout_s}"]
     spec = {"path": path, "tests": shlex.split(mod.tests), "always": always, "jobs": jobs}
     spec["patterns"] = patterns if mod.functions else []
@@ -189,8 +190,8 @@ def run_module(path: str, jobs: int) -> dict:
 
 
 def _mutant_seconds(log: Path) -> dict[str, float]:
-    """{mutant: wall seconds of its tests} from the lines tests/conftest.py appends under each mutant; a mutant ended
-    by a time limit (mutmut's CPU limit, a test's wall limit) never writes one."""
+    """{mutant: wall seconds of its tests} from the lines tests/conftest.py appends under each mutant; a mutant that
+    mutmut itself ended (its CPU or wall limit) never writes one."""
     if not log.exists():
         return {}
     lines = (json.loads(line) for line in log.read_text().splitlines() if line.strip())
