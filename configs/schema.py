@@ -475,6 +475,11 @@ class EvalConfig(Section):
         "train.checkpoints"
     )
     device: Literal["cpu", "cuda"]
+    runtime: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="how CNSv2 runs: torch, or its exported ONNX graphs on onnxruntime's CPU (what a robot runs "
+        "without the training stack; eval.checkpoint may be an export folder, anything else is exported once per run)",
+    )
     workers: int | None = Field(ge=0, description="Ray actors running episodes; 0: in this process; null: CPUs")
     trajectories: int = Field(ge=0, description="episodes per suite drawn as 3-D camera paths")
     stop_velocity: float | None = Field(
@@ -484,6 +489,15 @@ class EvalConfig(Section):
         default=None, ge=1, description="overrides policy.servo.stop_steps; null: keep the policy's"
     )
     wandb: WandbConfig = Field(description="the benchmark's own W&B run (<run.name>-eval)")
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_the_cpu(self) -> EvalConfig:
+        if self.runtime == "onnx" and self.device != "cpu":
+            raise ValueError(
+                "eval.runtime: onnx runs the exported graphs on onnxruntime's CPU provider; set eval.device: cpu, or "
+                "eval.runtime: torch to measure on CUDA"
+            )
+        return self
 
 
 class Config(Section):

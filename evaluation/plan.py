@@ -4,7 +4,7 @@ checkpoint when a CNSv2 controller is among them."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,14 @@ class Plan:
     checkpoint: str | None
     followed: Followed | None = None  # how the configs followed the run's dataset (None: no dataset recorded)
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per suite: asset sources and split counts
+    export: str | None = None  # eval.runtime onnx: the ONNX export folder that CNSv2 runs from (`prepare_export`)
 
 
 def resolve_checkpoint(cfg: Config, controllers: Sequence[str]) -> str | None:
     """The CNSv2 checkpoint folder (absolute) when a CNSv2 controller is measured; a clear error when there is none.
 
-    `eval.checkpoint` is a folder or `pretrained:<name>`; without it, the newest checkpoint under `train.checkpoints`
-    (what `make pipeline` wrote) is measured.
+    `eval.checkpoint` is a folder (with eval.runtime onnx, also an ONNX export folder) or `pretrained:<name>`;
+    without it, the newest checkpoint under `train.checkpoints` (what `make pipeline` wrote) is measured.
     """
     if not any(c in CNSV2 for c in controllers):
         return None
@@ -82,6 +83,25 @@ def make_plan(base: str | os.PathLike[str], overrides: Sequence[str] = ()) -> tu
     measured = sorted({j.controller for j in jobs})
     plan = Plan(suites, configs, jobs, resolve_checkpoint(cfg, measured), followed if followed.root else None)
     return cfg, plan
+
+
+def prepare_export(cfg: Config, plan: Plan, echo: Callable[[str], None] | None = None) -> None:
+    """With eval.runtime onnx and CNSv2 measured, set `plan.export`, the folder of ONNX graphs the workers run.
+
+    An `eval.checkpoint` that is an export folder (`python -m policy.export`) runs as it is. A checkpoint or shipped
+    policy is exported once per run to <eval.root>/onnx, parity with torch checked (`policy.export.export_source`,
+    whose errors it raises). Nothing happens for the torch runtime, without CNSv2, or when `plan.export` is set.
+    """
+    if cfg.eval.runtime != "onnx" or plan.checkpoint is None or plan.export is not None:
+        return
+    from policy.onnx_policy import SIDECAR
+
+    if (Path(plan.checkpoint) / SIDECAR).is_file():
+        plan.export = plan.checkpoint
+        return
+    from policy.export import export_source
+
+    plan.export = str(export_source(plan.checkpoint, Path(cfg.eval.root) / "onnx", echo=echo))
 
 
 def check_plan_assets(plan: Plan) -> None:

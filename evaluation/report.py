@@ -115,6 +115,10 @@ def _data_lines(plan: Plan) -> list[str]:
     return [f"Scene settings follow the run's dataset {plan.followed.root}: " + "; ".join(notes) + ".", ""]
 
 
+def _runtime_note(plan: Plan) -> str:
+    return f", run on onnxruntime from the export {plan.export}" if plan.export else ""
+
+
 def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
     """The results table, the S/M/L table and each suite's setup, as Markdown."""
     lines = [
@@ -122,7 +126,8 @@ def markdown(cfg: Config, plan: Plan, rows: Sequence[dict[str, Any]]) -> str:
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Commands executed at {CNS_GAIN:g}x. Success: final TE < 0.1 "
         f"|desired position| and RE < 10°. TE and RE over successes; SR with a 95 % Wilson interval. "
-        f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}. Suite setups (with their assets) at the end.",
+        f"CNSv2 checkpoint: {plan.checkpoint or 'not measured'}{_runtime_note(plan)}. Suite setups (with their "
+        "assets) at the end.",
         "",
         *_data_lines(plan),
         "| suite | controller | SR (95 % CI) | TE (mm) | TE median (mm) | RE (°) | steps | FPS | failures |",

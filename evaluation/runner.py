@@ -23,24 +23,28 @@ from configs import add_config_arguments
 from configs.loader import ConfigError
 from configs.schema import Config
 from evaluation.metrics import Episode
-from evaluation.plan import Job, Plan, check_plan_assets, make_plan
+from evaluation.plan import Job, Plan, check_plan_assets, make_plan, prepare_export
 from policy.control import CNS_GAIN
 from policy.interface import Controller
 from policy.registry import ControllerSetup, make_controller
 
 if TYPE_CHECKING:
     from policy.network import CNSv2Policy
+    from policy.onnx_policy import OnnxPolicy
     from sim.env import ServoEnv
 
 
 class EvalWorker:
     """Runs episodes; keeps one environment (the current suite's) and the CNSv2 weights between episodes."""
 
-    def __init__(self, configs: dict[str, Config], checkpoint: str | None, device: str = "cpu") -> None:
-        self.configs, self.checkpoint, self.device = configs, checkpoint, device
+    def __init__(
+        self, configs: dict[str, Config], checkpoint: str | None, device: str = "cpu", runtime: str = "torch"
+    ) -> None:
+        """`checkpoint`: CNSv2's checkpoint folder, or with `runtime` "onnx" its ONNX export folder."""
+        self.configs, self.checkpoint, self.device, self.runtime = configs, checkpoint, device, runtime
         self._suite: str | None = None
         self._env: ServoEnv | None = None
-        self._policy: CNSv2Policy | None = None
+        self._policy: CNSv2Policy | OnnxPolicy | None = None
 
     def _env_for(self, suite: str) -> ServoEnv:
         if self._env is None or suite != self._suite:
@@ -51,13 +55,18 @@ class EvalWorker:
             self._env, self._suite = ServoEnv(self.configs[suite].sim), suite
         return self._env
 
-    def _load_policy(self) -> CNSv2Policy:
+    def _load_policy(self) -> CNSv2Policy | OnnxPolicy:
         if self._policy is None:
-            from policy.checkpoint import load_checkpoint
-
             if self.checkpoint is None:
                 raise ValueError("a CNSv2 controller needs a checkpoint")
-            self._policy, _ = load_checkpoint(self.checkpoint, device=self.device)
+            if self.runtime == "onnx":
+                from policy.onnx_policy import OnnxPolicy
+
+                self._policy = OnnxPolicy(self.checkpoint)
+            else:
+                from policy.checkpoint import load_checkpoint
+
+                self._policy, _ = load_checkpoint(self.checkpoint, device=self.device)
         return self._policy
 
     def _controller(self, suite: str, name: str, env: ServoEnv) -> Controller:
@@ -110,8 +119,9 @@ def run_jobs(
         if on_result is not None:
             on_result(job, ep)
 
+    prepare_export(cfg, plan)
     if n == 0:
-        worker = EvalWorker(plan.configs, plan.checkpoint, cfg.eval.device)
+        worker = EvalWorker(plan.configs, *_policy_source(cfg, plan))
         try:
             for job in plan.jobs:
                 done(*worker.run(job))
@@ -120,6 +130,13 @@ def run_jobs(
     else:
         _run_on_ray(cfg, plan, n, done)
     return [(j, results[j]) for j in plan.jobs]
+
+
+def _policy_source(cfg: Config, plan: Plan) -> tuple[str | None, str, str]:
+    """EvalWorker's (checkpoint, device, runtime): the ONNX export for eval.runtime onnx, else the checkpoint."""
+    if cfg.eval.runtime == "onnx":
+        return plan.export, cfg.eval.device, "onnx"
+    return plan.checkpoint, cfg.eval.device, "torch"
 
 
 def _run_on_ray(cfg: Config, plan: Plan, n: int, done: Callable[[Job, Episode], None]) -> None:
@@ -132,7 +149,7 @@ def _run_on_ray(cfg: Config, plan: Plan, n: int, done: Callable[[Job, Episode], 
     # A GPU run shares the GPU between the actors; one CPU each keeps MuJoCo and OpenCV from oversubscribing.
     gpus = 1.0 / n if cfg.eval.device == "cuda" else 0.0
     Remote = ray.remote(num_cpus=1, num_gpus=gpus)(EvalWorker)
-    actors = [Remote.remote(plan.configs, plan.checkpoint, cfg.eval.device) for _ in range(n)]
+    actors = [Remote.remote(plan.configs, *_policy_source(cfg, plan)) for _ in range(n)]
     try:
         pool = ActorPool(actors)
         for job, ep in pool.map_unordered(lambda a, j: a.run.remote(j), plan.jobs):
@@ -164,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     for note in plan.followed.notes() if plan.followed else []:
         print(f"{parser.prog}: note: {note}", file=sys.stderr)
+    if cfg.eval.runtime == "onnx" and plan.checkpoint is not None:
+        print(f"{parser.prog}: CNSv2 on onnxruntime, from {plan.checkpoint}", file=sys.stderr)
+        prepare_export(cfg, plan, echo=lambda line: print(f"{parser.prog}: export: {line}", file=sys.stderr))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evaluation.report import PARTIAL, append_partial, write_report

@@ -48,10 +48,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from policy.rotation import unturn_pixels
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FAMILIES", "LearnedMatcher", "clear_model_cache", "unturn_pixels", "weight_files"]
+__all__ = ["FAMILIES", "LearnedMatcher", "clear_model_cache", "weight_files"]
 
 Family = Literal["aliked", "disk", "xfeat"]
 FAMILIES: tuple[str, ...] = ("aliked", "disk", "xfeat")
@@ -271,24 +273,6 @@ def _xfeat_detect(model: Any, image: torch.Tensor, top_k: int) -> tuple[torch.Te
     kpts = pos[0].float() * torch.tensor([rw, rh], device=image.device)
     keep = score[order] > 0
     return kpts[keep], desc[keep]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# quarter turns of the desired image
-
-
-def unturn_pixels(px: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
-    """Map pixels (N, 2) of `np.rot90(image, k)` back to `image`, of size `width` x `height` (OpenCV's convention:
-    pixel centres at integers).
-
-    One turn maps `image[y, x]` to `turned[w - 1 - x, y]`, so its inverse is (x', y') -> (w - 1 - y', x'), with w the
-    width of the image before that turn. Exact: a whole pixel maps to the pixel holding the same value.
-    """
-    p = np.array(px, np.float64, copy=True).reshape(-1, 2)
-    widths = [width if j % 2 == 0 else height for j in range(4)]  # the width before turn j + 1
-    for j in range(int(k) % 4 - 1, -1, -1):
-        p = np.column_stack([widths[j] - 1 - p[:, 1], p[:, 0]])
-    return p
 
 
 def _count(pairs: Any) -> int:

@@ -41,6 +41,7 @@ __all__ = [
     "turn_angles",
     "turn_image",
     "turn_images",
+    "unturn_pixels",
     "velocity_from_turned",
 ]
 
@@ -87,6 +88,20 @@ def turn_images(images: Tensor, k: int) -> Tensor:
     if dx:
         out = torch.cat([out[..., :1], out[..., :-1]], dim=-1)
     return out
+
+
+def unturn_pixels(px: np.ndarray, k: int, width: int, height: int) -> np.ndarray:
+    """Map pixels (N, 2) of `np.rot90(image, k)` back to `image`, of size `width` x `height` (OpenCV's convention:
+    pixel centres at integers).
+
+    One turn maps `image[y, x]` to `turned[w - 1 - x, y]`, so its inverse is (x', y') -> (w - 1 - y', x'), with w the
+    width of the image before that turn. Exact: a whole pixel maps to the pixel holding the same value.
+    """
+    p = np.array(px, np.float64, copy=True).reshape(-1, 2)
+    widths = [width if j % 2 == 0 else height for j in range(4)]  # the width before turn j + 1
+    for j in range(_check_k(k) - 1, -1, -1):
+        p = np.column_stack([widths[j] - 1 - p[:, 1], p[:, 0]])
+    return p
 
 
 def rot90_pose(k: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from policy.control import (
 from policy.interface import ControlOutput
 from policy.onnx_policy import NetworkStep, OnnxPolicy
 from policy.registry import ControllerSetup, register_controller
-from policy.rotation import QUARTER_TURNS, turn_image, velocity_from_turned
+from policy.rotation import QUARTER_TURNS, turn_image, unturn_pixels, velocity_from_turned
 from runtime.threads import SERVO_AUTO_THREADS, resolve_threads, set_torch_threads
 from sim.camera import Camera
 from sim.validate import as_positive
@@ -92,15 +92,6 @@ def own_stop_rule(
         stop_steps = policy.cfg.servo.stop_steps
     _check_stop_rule(stop_velocity, stop_steps)
     return float(stop_velocity), int(stop_steps)
-
-
-def _unturn_patch(xy: np.ndarray, k: int, n: int) -> np.ndarray:
-    """A patch position (x, y) in a square n x n grid turned by np.rot90(k), back in the unturned grid."""
-    x, y = float(xy[0]), float(xy[1])
-    for _ in range(k % 4):
-        # np.rot90 once: out[i, j] = in[j, n - 1 - i], i.e. (x', y') = (j, i) came from (n - 1 - y', x').
-        x, y = n - 1 - y, x
-    return np.array([x, y])
 
 
 def _runtime_policy(policy: Any, runtime: str) -> CNSv2Policy | OnnxPolicy:
@@ -297,7 +288,7 @@ class Servo:
         conf = float(out.confidence[row])
         if turn:
             v_unit = velocity_from_turned(v_unit, turn) if np.all(np.isfinite(v_unit)) else v_unit
-            g_cur = _unturn_patch(g_cur, turn, out.grid[1])
+            g_cur = unturn_pixels(g_cur, turn, out.grid[1], out.grid[1])[0]
         gc_px, gd_px = self._to_caller_px(g_cur), self._to_caller_px(g_des)
         if not (np.all(np.isfinite(v_unit)) and np.all(np.isfinite(g_cur)) and np.all(np.isfinite(g_des))):
             mode = "pbvs" if self.pbvs_latched else "hybrid"
@@ -340,12 +331,13 @@ class ServoController:
 
     A thin adapter: the stop signal is `Servo`'s `arrived` and the command to execute is `Servo`'s `command` (gain
     and limits applied), so the benchmark stops and moves exactly as a robot loop over `Servo` does. A non-finite
-    network output is reported as not ok.
+    network output is reported as not ok. An `OnnxPolicy` runs on onnxruntime (`Servo`'s runtime "onnx"), a
+    `CNSv2Policy` on torch.
     """
 
     def __init__(
         self,
-        policy: CNSv2Policy,
+        policy: CNSv2Policy | OnnxPolicy,
         cfg: ServoConfig | None = None,
         *,
         name: str = "cnsv2",
@@ -363,6 +355,7 @@ class ServoController:
         self.servo = Servo(
             self.policy, desired_rgb, K, scene_scale, cfg=self.cfg, gain=self.gain,
             stop_velocity=self.stop_velocity, stop_steps=self.stop_steps,
+            runtime="onnx" if isinstance(self.policy, OnnxPolicy) else "torch",
         )  # fmt: skip
 
     def step(self, rgb: np.ndarray) -> ControlOutput:

@@ -326,3 +326,48 @@ def test_the_cli_names_a_source_that_is_neither_a_checkpoint_nor_shipped(tmp_pat
     err = capsys.readouterr().err
     assert "neither a checkpoint folder nor a shipped policy" in err and "cnsv2-cpu" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_benchmark_runs_cnsv2_on_its_export_as_on_torch(exported, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from configs.loader import ConfigError
+    from evaluation.plan import make_plan, prepare_export
+    from evaluation.runner import run_jobs
+    from tests.fixtures.factories import small_overrides
+
+    ckpt, folder = exported
+
+    def plan(checkpoint: Path, root: str, *extra: str):  # type: ignore[no-untyped-def]
+        args = ["eval.wandb.mode=disabled", "eval.workers=0", "eval.suites=[canonical]", "eval.controllers=[cnsv2]"]
+        args += ["eval.episodes=1", "sim.env.max_steps=6", f"eval.checkpoint={checkpoint}", *extra]
+        return make_plan("smoke", small_overrides(*args, root=tmp_path / root))
+
+    ((_, torch_ep),) = run_jobs(*plan(ckpt, "torch"))
+    cfg, onnx_plan = plan(folder, "onnx", "eval.runtime=onnx")
+    ((_, onnx_ep),) = run_jobs(cfg, onnx_plan)
+    assert onnx_plan.export == str(folder.resolve())  # an export folder runs as it is
+    assert onnx_ep.steps == torch_ep.steps and onnx_ep.reason == torch_ep.reason
+    # The graphs agree with torch to ~1e-6; six closed-loop steps (each image rendered from the pose the last step
+    # reached) left 5 um between the two runs' final positions.
+    assert onnx_ep.te_m == pytest.approx(torch_ep.te_m, abs=1e-4)
+    assert onnx_ep.re_deg == pytest.approx(torch_ep.re_deg, abs=1e-2)
+    # A checkpoint is exported once per run, under eval.root (the export itself is the CLI's, tested above).
+    exports: list[tuple[str, Path]] = []
+
+    def export_source(source: str, out: Path, **kwargs: object) -> Path:
+        exports.append((source, Path(out)))
+        shutil.copytree(folder, out)
+        return Path(out)
+
+    monkeypatch.setattr("policy.export.export_source", export_source)
+    cfg, from_ckpt = plan(ckpt, "exported", "eval.runtime=onnx")
+    prepare_export(cfg, from_ckpt)
+    prepare_export(cfg, from_ckpt)
+    assert exports == [(str(ckpt.resolve()), Path(cfg.eval.root) / "onnx")]
+    assert from_ckpt.export == str(Path(cfg.eval.root) / "onnx")
+    cfg, on_torch = plan(ckpt, "torch")
+    prepare_export(cfg, on_torch)
+    assert on_torch.export is None  # the torch runtime exports nothing
+    with pytest.raises(ConfigError, match=r"eval\.device: cpu"):
+        plan(ckpt, "cuda", "eval.runtime=onnx", "eval.device=cuda")

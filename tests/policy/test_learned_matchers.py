@@ -98,20 +98,6 @@ def test_desired_features_are_computed_once_and_models_are_shared(monkeypatch: p
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("shape", [(5, 7), (6, 6)])
-def test_unturn_pixels_maps_each_turned_pixel_to_the_pixel_holding_its_value(shape: tuple[int, int]) -> None:
-    image = np.arange(shape[0] * shape[1]).reshape(shape)
-    for k in range(4):
-        turned = np.rot90(image, k)
-        ys, xs = np.mgrid[: turned.shape[0], : turned.shape[1]]
-        px = np.column_stack([xs.ravel(), ys.ravel()]).astype(float)
-        back = lm.unturn_pixels(px, k, shape[1], shape[0]).astype(int)
-        assert np.array_equal(image[back[:, 1], back[:, 0]], turned[ys.ravel(), xs.ravel()]), k
-    sub = lm.unturn_pixels(np.array([[0.25, 1.5]]), 1, shape[1], shape[0])  # sub-pixel positions map linearly
-    assert np.allclose(sub, [[shape[1] - 1 - 1.5, 0.25]])
-
-
-@pytest.mark.unit
 def test_the_quarter_turn_search_matches_a_view_turned_upside_down() -> None:
     des, _, _ = _homography_pair(128)
     cur = np.ascontiguousarray(np.rot90(des, 2))

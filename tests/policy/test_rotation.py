@@ -16,6 +16,7 @@ from policy.rotation import (
     rotate_match_grid,
     turn_image,
     turn_images,
+    unturn_pixels,
     velocity_from_turned,
 )
 from sim import ServoEnv
@@ -123,3 +124,17 @@ def test_training_turns_are_drawn_within_the_margin_and_cover_both_sides_of_the_
     assert {draw_quarter_turn(small, 70.0, rng) for _ in range(20)} == {0}
     tilted = make_pose(exp_so3([2.0, 0.0, 0.0]), np.zeros(3))  # 115 deg about x: no turn within 70 deg
     assert draw_quarter_turn(tilted, 70.0, rng) == nearest_quarter_turn(tilted)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("shape", [(5, 7), (6, 6)])
+def test_unturn_pixels_maps_each_turned_pixel_to_the_pixel_holding_its_value(shape: tuple[int, int]) -> None:
+    image = np.arange(shape[0] * shape[1]).reshape(shape)
+    for k in (0, 1, 2, 3, 5, -1):  # whole turns drop out, as in np.rot90
+        turned = np.rot90(image, k)
+        ys, xs = np.mgrid[: turned.shape[0], : turned.shape[1]]
+        px = np.column_stack([xs.ravel(), ys.ravel()]).astype(float)
+        back = unturn_pixels(px, k, shape[1], shape[0]).astype(int)
+        assert np.array_equal(image[back[:, 1], back[:, 0]], turned[ys.ravel(), xs.ravel()]), k
+    sub = unturn_pixels(np.array([[0.25, 1.5]]), 1, shape[1], shape[0])  # sub-pixel positions map linearly
+    assert np.allclose(sub, [[shape[1] - 1 - 1.5, 0.25]])

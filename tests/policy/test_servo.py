@@ -317,19 +317,6 @@ def test_gravity_centres_come_back_in_the_callers_pixels(monkeypatch, size, K) -
     assert not np.allclose(out.gravity_cur, out.gravity_des)
 
 
-@pytest.mark.parametrize("k", [0, 1, 2, 3, 4, 5, -1])
-def test_unturning_a_patch_position_undoes_np_rot90(k: int) -> None:
-    """The independent truth is numpy's own np.rot90 on a grid with one marked cell, at every turn (k mod 4)."""
-    from policy.servo import _unturn_patch
-
-    n = 8
-    for x, y in [(1, 2), (6, 0), (3, 7), (0, 0)]:
-        grid = np.zeros((n, n))
-        grid[y, x] = 1.0  # rows are y, columns x
-        ty, tx = np.argwhere(np.rot90(grid, k) == 1.0)[0]
-        np.testing.assert_array_equal(_unturn_patch(np.array([tx, ty], float), k, n), [x, y])
-
-
 @pytest.mark.parametrize("d_star", [0.5, 1.5])
 def test_hybrid_mode_holds_at_depths_below_and_above_one(monkeypatch, d_star: float) -> None:  # type: ignore[no-untyped-def]
     """Only a gravity point behind the camera (depth <= 0) falls back to PBVS; a depth of 0.5 m is hybrid."""

@@ -198,6 +198,18 @@ def test_the_onnx_branch_sees_the_same_turned_images_as_the_torch_branch(rot90: 
         np.testing.assert_array_equal(stand_in.seen[1], turn_image(batch[0], b.turn)[None])
 
 
+def test_the_controller_runs_an_onnx_policy_on_the_onnx_runtime() -> None:
+    from policy.servo import ServoController
+
+    policy = _policy("policy.servo.hybrid=false")
+    des, cur = _images(4)
+    on_torch, on_onnx = ServoController(policy), ServoController(TorchBackedOnnx(policy))
+    for ctrl in (on_torch, on_onnx):
+        ctrl.reset(des, K, 1.0)
+    assert on_torch.servo.runtime == "torch" and on_onnx.servo.runtime == "onnx"  # type: ignore[union-attr]
+    np.testing.assert_allclose(on_onnx.step(cur).velocity, on_torch.step(cur).velocity, atol=1e-6)
+
+
 def test_runtime_onnx_takes_an_export_folder_and_names_what_is_missing(tmp_path) -> None:
     des, _ = _images()
     with pytest.raises(FileNotFoundError, match="no-export"):
