@@ -44,6 +44,7 @@ format: setup
 bench: setup
 	$(PY) -m policy.bench_control
 	$(PY) -m policy.bench
+	$(PY) -m policy.bench_learned --sizes 512
 	$(PY) -m assets.bench
 	$(PY) -m sim.bench $(ARGS)
 	$(PY) -m datagen.bench

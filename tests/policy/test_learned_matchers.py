@@ -58,7 +58,7 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.mark.parametrize("family", lm.FAMILIES)
 def test_matches_follow_a_known_homography(family: str) -> None:
     des, cur, H = _homography_pair()
-    matcher = lm.LearnedMatcher(family)
+    matcher = lm.LearnedMatcher(family, quarter_turns=False)  # the search has its own test; here, the matches
     matcher.set_desired(des)
     px_cur, px_des = matcher.match(cur)
     assert px_cur.shape == px_des.shape and px_cur.shape[1] == 2 and px_cur.dtype == np.float64
@@ -160,7 +160,7 @@ def test_the_turn_is_held_between_searches_and_searched_again_when_its_matches_h
 def test_a_featureless_image_gives_no_failure_only_few_matches(family: str) -> None:
     des, _, _ = _homography_pair(128)
     grey = np.full_like(des, 128)
-    matcher = lm.LearnedMatcher(family)
+    matcher = lm.LearnedMatcher(family, quarter_turns=False)
     matcher.set_desired(des)
     px_cur, px_des = matcher.match(grey)
     assert px_cur.shape == px_des.shape and len(px_cur) < 8  # below every controller's min_matches
@@ -302,8 +302,8 @@ from assets.procedural_textures import make_texture
 des = make_texture("noise", np.random.default_rng(0), 128)
 cur = np.roll(des, 3, axis=1)
 K = np.array([[128.0, 0.0, 64.0], [0.0, 128.0, 64.0], [0.0, 0.0, 1.0]])
-for family in FAMILIES:
-    m = LearnedMatcher(family)
+for family in FAMILIES:  # the controllers below search the quarter turns; here each family once
+    m = LearnedMatcher(family, quarter_turns=False)
     m.set_desired(des)
     assert len(m.match(cur)[0]) >= 8, family
 for name in LEARNED_CONTROLLERS:
