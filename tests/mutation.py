@@ -73,7 +73,7 @@ MODULES: dict[str, Module] = {
     "evaluation/plan.py": Module(
         "tests/evaluation/test_plan.py tests/evaluation/test_report_assets.py tests/evaluation/test_runner.py "
         "-m 'unit and not slow'",
-        "make_plan check_plan_assets resolve_checkpoint",
+        "make_plan check_plan_assets resolve_checkpoint prepare_export",
     ),
     "evaluation/openloop.py": Module("tests/evaluation/test_openloop.py", "stop_norms ambiguity_probe"),
     # The producers' tests that render least; -k keeps the ones about each producer.

@@ -55,3 +55,36 @@ def test_a_suite_plans_only_the_controllers_it_measures(tmp_path: Path) -> None:
     only_unaware = small_overrides("eval.suites=[f0.5_d0.5_unaware]", "eval.controllers=[oracle]", root=tmp_path)
     with pytest.raises(ConfigError, match="measure nothing"):
         make_plan("smoke", only_unaware)
+
+
+def test_an_onnx_run_takes_an_export_folder_as_it_is_and_exports_anything_else_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evaluation.plan import Plan, prepare_export
+    from policy.onnx_policy import SIDECAR
+
+    exports: list[tuple[str, Path, object]] = []
+
+    def export_source(source: str, out: Path, **kwargs: object) -> Path:
+        exports.append((source, Path(out), kwargs.get("echo")))
+        return Path(out)
+
+    monkeypatch.setattr("policy.export.export_source", export_source)
+    onnx = small_config("eval.runtime=onnx", root=tmp_path)
+    folder, ckpt = tmp_path / "export", tmp_path / "ckpt"
+    for d in (folder, ckpt):
+        d.mkdir()
+    (folder / SIDECAR).write_text("{}")
+    plan = Plan([], {}, [], str(folder))
+    prepare_export(onnx, plan)
+    assert plan.export == str(folder) and exports == []
+    plan = Plan([], {}, [], str(ckpt))
+    prepare_export(onnx, plan, echo=print)
+    prepare_export(onnx, plan)  # once per run
+    assert exports == [(str(ckpt), Path(onnx.eval.root) / "onnx", print)]
+    assert plan.export == str(Path(onnx.eval.root) / "onnx")
+    for cfg, checkpoint in ((onnx, None), (small_config(root=tmp_path), str(ckpt))):  # no CNSv2; the torch runtime
+        plan = Plan([], {}, [], checkpoint)
+        prepare_export(cfg, plan)
+        assert plan.export is None
+    assert len(exports) == 1
