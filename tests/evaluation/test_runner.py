@@ -78,6 +78,9 @@ def test_plan_runs_every_controller_on_the_same_seeds_and_skips_what_a_suite_exc
     assert [(j.suite, j.controller) for j in plan.jobs[::3]] == [("canonical", "oracle"), ("canonical", "sift_pbvs")]
     assert {j.seed for j in plan.jobs} == {cfg.eval.seed, cfg.eval.seed + 1, cfg.eval.seed + 2}
     assert plan.checkpoint is None  # no CNSv2 measured, none needed
+    _, only = _plan(tmp_path, "eval.suites=[f0.5_d0.5_unaware]", "eval.controllers=[oracle,cnsv2]",
+                    "eval.checkpoint=pretrained:cnsv2-cpu", "eval.episodes=2")  # fmt: skip
+    assert [j.controller for j in only.jobs] == ["cnsv2", "cnsv2"]  # the unaware suite measures CNSv2 alone
     with pytest.raises(ConfigError, match="measure nothing"):
         _plan(tmp_path, "eval.suites=[f0.5_d0.5_unaware]", "eval.controllers=[oracle]")
 
