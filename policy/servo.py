@@ -288,7 +288,7 @@ class Servo:
         conf = float(out.confidence[row])
         if turn:
             v_unit = velocity_from_turned(v_unit, turn) if np.all(np.isfinite(v_unit)) else v_unit
-            g_cur = unturn_pixels(g_cur, turn, out.grid[1], out.grid[1])[0]
+            g_cur = unturn_pixels(g_cur, turn, out.grid[1], out.grid[0])[0]  # grid (h, w), square when turned
         gc_px, gd_px = self._to_caller_px(g_cur), self._to_caller_px(g_des)
         if not (np.all(np.isfinite(v_unit)) and np.all(np.isfinite(g_cur)) and np.all(np.isfinite(g_des))):
             mode = "pbvs" if self.pbvs_latched else "hybrid"
