@@ -275,6 +275,15 @@ def _xfeat_detect(model: Any, image: torch.Tensor, top_k: int) -> tuple[torch.Te
     return kpts[keep], desc[keep]
 
 
+def _checked(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or min(a.shape[:2]) < 32:
+        raise ValueError(
+            f"expected a uint8 RGB (H, W, 3) or grey (H, W) image of at least 32 px, got {a.dtype} {a.shape}"
+        )
+    return a
+
+
 def _count(pairs: Any) -> int:
     return 0 if pairs is None else len(pairs)
 
@@ -330,11 +339,7 @@ class LearnedMatcher:
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         import torch
 
-        a = np.asarray(image)
-        if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)) or min(a.shape[:2]) < 32:
-            raise ValueError(
-                f"expected a uint8 RGB (H, W, 3) or grey (H, W) image of at least 32 px, got {a.dtype} {a.shape}"
-            )
+        a = _checked(image)
         if a.ndim == 2:
             a = np.repeat(a[:, :, None], 3, axis=2)
         t = torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
@@ -360,8 +365,7 @@ class LearnedMatcher:
         """Detect and describe the desired image once (at each of its quarter turns); `match` reuses the result."""
         import torch
 
-        a = np.asarray(image)
-        self._tensor(a)  # the input errors before any work
+        a = _checked(image)  # before any work
         height, width = a.shape[:2]
         desired = {}
         with torch.inference_mode():
