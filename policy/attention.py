@@ -32,7 +32,10 @@ def rope_table(h: int, w: int, head_dim: int, temperature: float) -> Tensor:
 def apply_rope(x: Tensor, table: Tensor) -> Tensor:
     """Rotate consecutive channel pairs (x0, x1), (x2, x3), ... of x (..., N, head_dim) by the table's angles."""
     sin, cos = table.chunk(2, -1)
-    rotated = torch.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
+    # Pairs by reshape rather than strided slices x[..., ::2]: the same numbers, and onnxruntime runs the exported
+    # Split in half the time of the strided Slices (same speed on torch).
+    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    rotated = torch.stack([-x1, x0], -1).flatten(-2)
     return (x * cos + rotated * sin).to(x.dtype)
 
 
