@@ -266,8 +266,19 @@ class XFeatBackbone(Backbone):
         return self
 
     def encode(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
-        feats = self.model(x)[0]
-        return F.avg_pool2d(feats, 2)
+        return F.avg_pool2d(self.dense(x), 2)
+
+    def dense(self, x: Tensor) -> Tensor:
+        """XFeat's dense descriptors (B, 64, H/8, W/8) of images (B, C, H, W): its forward pass without the keypoint
+        and reliability heads, which the policy does not use (about a tenth of the backbone's time at 256 px on CPU)."""
+        m = self.model
+        x = m.norm(x.mean(dim=1, keepdim=True))
+        x1 = m.block1(x)
+        x3 = m.block3(m.block2(x1 + m.skip1(x)))
+        x4 = m.block4(x3)
+        x5 = m.block5(x4)
+        size = (x3.shape[-2], x3.shape[-1])
+        return m.block_fusion(x3 + F.interpolate(x4, size, mode="bilinear") + F.interpolate(x5, size, mode="bilinear"))
 
 
 def _build_xfeat(cfg: BackboneConfig) -> Backbone:
