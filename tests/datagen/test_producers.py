@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Container
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,24 @@ def test_hemisphere_shards_hold_pbvs_labels_and_correspondences(small_cfg) -> No
         assert np.all(a["policy_version"] == -1) and np.all(a["beta"] == 1.0)
         assert a["des_rgb"].shape[0] < a["cur_rgb"].shape[0]  # desired images are shared by several samples
         assert a["coarse_match"].shape == (len(a["vel"]), 4, 4, 2) and a["coarse_valid"].mean() > 0.2
+        valid = a["coarse_valid"]
+        assert (~valid).any() and np.all(a["coarse_match"][~valid] == 0.0) and np.any(a["coarse_match"][valid] != 0.0)
+        # One episode per desired image, numbered within the shard; every hemisphere pair is a first step.
+        index = int(shard.id.rsplit("-", 1)[1])
+        np.testing.assert_array_equal(a["episode"], index * 100_000 + a["des_index"])
+        assert np.all(a["step"] == 0)
     p.close()
+
+
+@pytest.mark.integration
+def test_hemisphere_producers_share_the_shards_by_offset_and_stride(small_cfg) -> None:
+    cfg = small_cfg("datagen.hemisphere.samples=50", "datagen.hemisphere.shard_samples=10")
+    owned = []
+    for offset in range(3):
+        p = HemisphereProducer(cfg, offset=offset, stride=3)
+        owned.append(p.indices())
+        p.close()
+    assert owned == [[0, 3], [1, 4], [2]]
 
 
 @pytest.mark.integration
@@ -262,7 +280,8 @@ def test_producers_ask_ray_for_their_resources_and_isaac_dagger_is_synchronous(
 class _PatternRenderer:
     """The same informative image from every pose, so a shard's numbers come from its seed streams alone."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, blank: Container[int] = ()) -> None:
+        self.blank, self.calls = blank, 0  # render calls (from 1) that come out constant
         yy, xx = np.mgrid[:height, :width]
         self.rgb = np.stack([3 * xx % 256, 3 * yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
         self.depth = np.full((height, width), 2.0, np.float32)
@@ -274,7 +293,9 @@ class _PatternRenderer:
     def render(self, K, wTc):  # type: ignore[no-untyped-def]
         from sim.render import Frame
 
-        return Frame(self.rgb.copy(), self.depth.copy(), np.asarray(K, np.float64), np.asarray(wTc, np.float64))
+        self.calls += 1
+        rgb = np.zeros_like(self.rgb) if self.calls in self.blank else self.rgb.copy()
+        return Frame(rgb, self.depth.copy(), np.asarray(K, np.float64), np.asarray(wTc, np.float64))
 
     def close(self) -> None:
         pass
@@ -284,8 +305,9 @@ class _PatternRenderer:
 def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> None:  # type: ignore[no-untyped-def]
     # Shards on disk are a pure function of the run seed: naming the streams must not move a single draw. The
     # expectations below use the old literal numbers (scene 0, poses 1, effects 2; hemisphere is producer 0).
+    from policy.matching import gt_coarse_match
     from sim.effects import apply_effects
-    from sim.poses import sample_pose
+    from sim.poses import sample_initial, sample_pose
     from sim.scene_sampler import SceneSampler
     from sim.seeds import derive_seed
 
@@ -304,11 +326,90 @@ def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> N
     assert not got.effects.identity  # so the effects stream is really drawn from below
     for o, e in zip(got.objects, expected.objects, strict=True):
         np.testing.assert_array_equal(o.pose, e.pose)
-    np.testing.assert_array_equal(a["wTd"][0], sample_pose(np.random.default_rng([first, 1]), cfg.sim.poses.desired))
+    poses = np.random.default_rng([first, 1])
+    wTd = sample_pose(poses, cfg.sim.poses.desired)
+    np.testing.assert_array_equal(a["wTd"][0], wTd)
+    # near_goal is 0: the current poses draw no coin, only the hemisphere's initial pose.
+    np.testing.assert_array_equal(a["wTc"][0], sample_initial(poses, cfg.sim.poses, wTd))
+    np.testing.assert_array_equal(a["wTc"][1], sample_initial(poses, cfg.sim.poses, wTd))
+    # The correspondences are checked for occlusion against the desired image's depth.
+    h = cfg.datagen.hemisphere
+    for i in range(2):
+        match, valid = gt_coarse_match(stub.depth, a["K"][i], relative_pose(wTd, a["wTc"][i]), h.coarse_patch,
+                                       depth_d=stub.depth)  # fmt: skip
+        unchecked = gt_coarse_match(stub.depth, a["K"][i], relative_pose(wTd, a["wTc"][i]), h.coarse_patch)[1]
+        assert (unchecked & ~valid).any()  # so the check hides something here
+        np.testing.assert_array_equal(a["coarse_valid"][i], valid)
+        np.testing.assert_array_equal(a["coarse_match"][i][valid], match[valid].astype(np.float16))  # stored as f16
     np.testing.assert_array_equal(
         a["des_rgb"][0], apply_effects(stub.rgb, got.effects, np.random.default_rng([first, 2]))
     )
     p.close()
+
+
+def _stubbed(cfg, renderer: _PatternRenderer) -> HemisphereProducer:  # type: ignore[no-untyped-def]
+    p = HemisphereProducer(cfg)
+    p.renderer.close()
+    p.renderer = renderer
+    return p
+
+
+@pytest.mark.integration
+def test_hemisphere_skips_constant_renders_and_goes_on_with_the_same_desired_image(small_cfg) -> None:  # type: ignore[no-untyped-def]
+    cfg = small_cfg("datagen.hemisphere.samples=6", "datagen.hemisphere.shard_samples=6",
+                    "datagen.hemisphere.desired_per_scene=3", "sim.scene.effects.prob=0")  # fmt: skip
+    assert cfg.datagen.hemisphere.currents_per_desired == 5
+    # Render calls: 1 the first desired image (constant: skipped), 2 the next one, 3-7 its currents (4 constant).
+    stub = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height, blank={1, 4})
+    buf, seeds = _stubbed(cfg, stub).make_shard(0)
+    a = buf.arrays()
+    assert len(seeds) == 1 and len(stub.scenes) == 1  # one scene: a constant desired image does not end it
+    np.testing.assert_array_equal(a["des_index"], [0, 0, 0, 0, 1, 1])  # nor does a constant current end its desired
+    assert len(a["des_rgb"]) == 2 and np.all(a["episode"] == a["des_index"])
+
+
+@pytest.mark.integration
+def test_hemisphere_gives_up_after_20_plus_4n_scenes_of_constant_renders(small_cfg) -> None:  # type: ignore[no-untyped-def]
+    cfg = small_cfg("datagen.hemisphere.samples=3", "datagen.hemisphere.shard_samples=3", "sim.scene.effects.prob=0")
+    stub = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height, blank=range(1, 10**6))
+    with pytest.raises(RuntimeError, match="renders keep coming out constant"):
+        _stubbed(cfg, stub).make_shard(0)
+    assert len(stub.scenes) == 20 + 4 * 3 + 1
+
+
+@pytest.mark.integration
+def test_hemisphere_shards_without_coarse_matches(small_cfg) -> None:  # type: ignore[no-untyped-def]
+    cfg = small_cfg("datagen.hemisphere.samples=2", "datagen.hemisphere.shard_samples=2",
+                    "datagen.hemisphere.coarse_match=false")  # fmt: skip
+    buf, _ = _stubbed(cfg, _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height)).make_shard(0)
+    a = buf.arrays()
+    assert len(a["vel"]) == 2 and "coarse_match" not in a and "coarse_valid" not in a
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("orbit", [0.0, 1.0])
+def test_near_goal_poses_draw_one_coin_each_and_the_orbit_coin_only_when_it_can_win(orbit: float, small_cfg) -> None:  # type: ignore[no-untyped-def]
+    from sim.poses import sample_near, sample_orbit, sample_pose
+
+    cfg = small_cfg("datagen.hemisphere.samples=3", "datagen.hemisphere.shard_samples=3",
+                    "datagen.hemisphere.near_goal=1.0", f"datagen.hemisphere.near_goal_orbit={orbit}")  # fmt: skip
+    h = cfg.datagen.hemisphere
+    p = HemisphereProducer(cfg)
+    p.renderer.close()
+    p.renderer = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height)
+    buf, seeds = p.make_shard(0)
+    p.close()
+    a = buf.arrays()
+    poses = np.random.default_rng([seeds[0], 1])
+    wTd = sample_pose(poses, cfg.sim.poses.desired)
+    for i in range(min(3, h.currents_per_desired)):
+        assert poses.random() < 1.0  # the near-goal coin
+        if orbit:
+            assert poses.random() < 1.0  # the orbit coin
+            expected = sample_orbit(poses, wTd, h.near_goal_rotation_deg)
+        else:
+            expected = sample_near(poses, wTd, h.near_goal_translation, h.near_goal_rotation_deg)
+        np.testing.assert_array_equal(a["wTc"][i], expected, err_msg=f"current {i}")
 
 
 @pytest.mark.integration
