@@ -39,7 +39,8 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 def _prune(directory: Path, keep: int) -> None:
-    ckpts = sorted(p for p in directory.glob("step_*") if p.is_dir() and not p.name.startswith("."))
+    # A save in progress is a hidden ".step_*" folder (file_io.atomic_dir), which the pattern does not match.
+    ckpts = sorted(p for p in directory.glob("step_*") if p.is_dir())
     for old in ckpts[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -55,10 +55,15 @@ def test_train_state_round_trips_through_a_checkpoint(small_cfg) -> None:
 def test_old_checkpoints_are_pruned(small_cfg) -> None:
     cfg = small_cfg(*TRAIN, "train.keep_checkpoints=2")
     s = TrainState(cfg, torch.device("cpu"))
+    stray = Path(cfg.train.checkpoints) / "step_999999"  # a file of that name is not a checkpoint: kept, not counted
+    stray.parent.mkdir(parents=True)
+    stray.write_text("notes")
+    (Path(cfg.train.checkpoints) / ".step_000001.0123456789abcdef").mkdir()  # another worker's save in progress
     for step in (2, 4, 6):
         s.step = step
         s.save()
-    assert sorted(p.name for p in Path(cfg.train.checkpoints).iterdir()) == ["step_000004", "step_000006"]
+    kept = sorted(p.name for p in Path(cfg.train.checkpoints).iterdir())
+    assert kept == [".step_000001.0123456789abcdef", "step_000004", "step_000006", stray.name]
 
 
 def _steps(state: TrainState, n: int) -> None:

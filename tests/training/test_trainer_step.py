@@ -14,6 +14,7 @@ import torch
 from policy.losses import policy_loss
 from tests.training.test_trainer import TRAIN, _asymmetric_batch
 from training import trainer
+from training.schedule import lr_factor
 from training.trainer import TrainState
 
 pytestmark = pytest.mark.unit
@@ -116,3 +117,31 @@ def test_with_several_workers_only_the_last_micro_batch_syncs_gradients(small_cf
 def test_batches_are_moved_to_the_training_device() -> None:
     moved = trainer._to_device({"cur": torch.zeros(2, 3), "vel": torch.ones(2, 6)}, torch.device("meta"))
     assert {k: v.device.type for k, v in moved.items()} == {"cur": "meta", "vel": "meta"}
+
+
+def test_the_step_is_adamw_at_the_scheduled_rate_with_the_configured_weight_decay(small_cfg) -> None:
+    cfg = small_cfg(*TRAIN, "train.lr=3e-3", "train.weight_decay=0.5", "train.grad_clip=1e6")
+    t = cfg.train
+    state = TrainState(cfg, torch.device("cpu"))
+    twin = copy.deepcopy(state.policy)
+    batch = _asymmetric_batch(0.2, 0.7, seed=0)
+    out = twin(batch["cur"], batch["des"])
+    policy_loss(out, batch["vel"], cfg.policy.loss, batch["coarse_match"], batch["coarse_valid"])["total"].backward()
+    before = {n: p.detach().clone() for n, p in state.policy.named_parameters() if p.requires_grad}
+    grads = {n: p.grad for n, p in twin.named_parameters() if p.requires_grad}
+
+    trainer._optimiser_step(state, state.policy, iter([batch]), world=1)
+
+    # AdamW's first step: decoupled decay p (1 - lr wd), then lr g / (|g| + eps), since m^ = g and v^ = g^2.
+    lr = t.lr * lr_factor(0, t.warmup_steps, t.steps, t.min_lr_ratio)
+    moved = 0
+    for n, p in state.policy.named_parameters():
+        if n not in before or grads[n] is None:
+            continue
+        g = grads[n]
+        expected = before[n] * (1 - lr * t.weight_decay) - lr * g / (g.abs() + 1e-8)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-4, atol=1e-7, msg=n)
+        moved += int((g != 0).sum())
+    assert moved > 0
+    trainer._optimiser_step(state, state.policy, iter([batch]), world=1)
+    assert state.step == 2 and state.sched.last_epoch == 2
