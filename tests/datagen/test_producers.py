@@ -356,16 +356,19 @@ def _stubbed(cfg, renderer: _PatternRenderer) -> HemisphereProducer:  # type: ig
 
 @pytest.mark.integration
 def test_hemisphere_skips_constant_renders_and_goes_on_with_the_same_desired_image(small_cfg) -> None:  # type: ignore[no-untyped-def]
-    cfg = small_cfg("datagen.hemisphere.samples=6", "datagen.hemisphere.shard_samples=6",
-                    "datagen.hemisphere.desired_per_scene=3", "sim.scene.effects.prob=0")  # fmt: skip
+    cfg = small_cfg("datagen.hemisphere.samples=12", "datagen.hemisphere.shard_samples=12",
+                    "datagen.hemisphere.desired_per_scene=5", "sim.scene.effects.prob=0")  # fmt: skip
     assert cfg.datagen.hemisphere.currents_per_desired == 5
-    # Render calls: 1 the first desired image (constant: skipped), 2 the next one, 3-7 its currents (4 constant).
+    # Render calls: 1 the first desired image (constant: skipped), 2 the next one, 3-7 its currents (4 constant),
+    # 8 the third desired image and 9-13 its currents, 14 the fourth and 15-17 the last three samples.
     stub = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height, blank={1, 4})
     buf, seeds = _stubbed(cfg, stub).make_shard(0)
     a = buf.arrays()
     assert len(seeds) == 1 and len(stub.scenes) == 1  # one scene: a constant desired image does not end it
-    np.testing.assert_array_equal(a["des_index"], [0, 0, 0, 0, 1, 1])  # nor does a constant current end its desired
-    assert len(a["des_rgb"]) == 2 and np.all(a["episode"] == a["des_index"])
+    # Nor does a constant current end its desired image's samples.
+    np.testing.assert_array_equal(a["des_index"], [0] * 4 + [1] * 5 + [2] * 3)
+    assert stub.calls == 17 and len(a["des_rgb"]) == 3  # a full shard renders no further desired image
+    np.testing.assert_array_equal(a["episode"], a["des_index"])  # one episode per desired image
 
 
 @pytest.mark.integration
