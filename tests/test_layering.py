@@ -4,11 +4,11 @@ imported lazily."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.imports import modules_after
 
 ROOT = Path(__file__).resolve().parents[1]
 # The project's top-level packages, and file_io, a top-level module.
@@ -63,13 +63,10 @@ def test_imports_flow_one_way(package: str) -> None:
 @pytest.mark.integration
 def test_light_packages_do_not_load_heavy_backends() -> None:
     code = (
-        "import sys, file_io, configs, assets, sim, sim.geometry, sim.camera, sim.poses, sim.render, sim.scene\n"
-        "import policy, policy.control, shards\n"
-        "heavy = {'mujoco', 'isaacsim', 'ray', 'wandb', 'omni', 'zarr'} & set(sys.modules)\n"
-        "print(sorted(heavy))"
+        "import file_io, configs, assets, sim, sim.geometry, sim.camera, sim.poses, sim.render, sim.scene\n"
+        "import policy, policy.control, shards"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "[]"
+    assert modules_after(code, ["mujoco", "isaacsim", "ray", "wandb", "omni", "zarr"]) == []
 
 
 @pytest.mark.unit
@@ -82,11 +79,9 @@ def test_the_training_stream_reads_datasets_through_shards_not_datagen() -> None
 def test_the_cnn_policy_and_servo_do_not_import_timm() -> None:
     # timm costs ~11 s to import; the CNN backbone and the attention layers need none of it.
     code = (
-        "import sys, policy\n"
+        "import policy\n"
         "from policy import Servo, build_policy\n"
         "from configs import load_config\n"
-        "build_policy(load_config('smoke').policy)\n"
-        "print('timm' in sys.modules)"
+        "build_policy(load_config('smoke').policy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert out.stdout.strip() == "False"
+    assert modules_after(code, ["timm"]) == []
