@@ -301,6 +301,14 @@ class _PatternRenderer:
         pass
 
 
+def _stubbed(cfg, renderer: _PatternRenderer) -> HemisphereProducer:  # type: ignore[no-untyped-def]
+    """A hemisphere producer of `cfg` that renders with `renderer`."""
+    p = HemisphereProducer(cfg)
+    p.renderer.close()
+    p.renderer = renderer
+    return p
+
+
 @pytest.mark.integration
 def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> None:  # type: ignore[no-untyped-def]
     # Shards on disk are a pure function of the run seed: naming the streams must not move a single draw. The
@@ -313,9 +321,8 @@ def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> N
 
     cfg = small_cfg("run.seed=11", "datagen.hemisphere.samples=18", "datagen.hemisphere.shard_samples=6",
                "sim.scene.effects.prob=1.0")  # fmt: skip
-    p = HemisphereProducer(cfg)
-    p.renderer.close()
-    p.renderer = stub = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height)
+    stub = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height)
+    p = _stubbed(cfg, stub)
     buf, seeds = p.make_shard(2)
     a = buf.arrays()
     first = seeds[0]
@@ -345,13 +352,6 @@ def test_hemisphere_scenes_draw_from_the_numbers_they_always_did(small_cfg) -> N
         a["des_rgb"][0], apply_effects(stub.rgb, got.effects, np.random.default_rng([first, 2]))
     )
     p.close()
-
-
-def _stubbed(cfg, renderer: _PatternRenderer) -> HemisphereProducer:  # type: ignore[no-untyped-def]
-    p = HemisphereProducer(cfg)
-    p.renderer.close()
-    p.renderer = renderer
-    return p
 
 
 @pytest.mark.integration
@@ -397,9 +397,7 @@ def test_near_goal_poses_draw_one_coin_each_and_the_orbit_coin_only_when_it_can_
     cfg = small_cfg("datagen.hemisphere.samples=3", "datagen.hemisphere.shard_samples=3",
                     "datagen.hemisphere.near_goal=1.0", f"datagen.hemisphere.near_goal_orbit={orbit}")  # fmt: skip
     h = cfg.datagen.hemisphere
-    p = HemisphereProducer(cfg)
-    p.renderer.close()
-    p.renderer = _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height)
+    p = _stubbed(cfg, _PatternRenderer(cfg.sim.camera.width, cfg.sim.camera.height))
     buf, seeds = p.make_shard(0)
     p.close()
     a = buf.arrays()
