@@ -489,6 +489,11 @@ class EvalConfig(Section):
         default=None, ge=1, description="overrides policy.servo.stop_steps; null: keep the policy's"
     )
     wandb: WandbConfig = Field(description="the benchmark's own W&B run (<run.name>-eval)")
+    resume: bool = Field(
+        default=False,
+        description="carry on from eval.root/episodes.partial.jsonl: keep the episodes it holds (measured under the "
+        "same settings) and run only the rest; false: start over",
+    )
 
     @model_validator(mode="after")
     def _onnx_runs_on_the_cpu(self) -> EvalConfig:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 from configs.schema import Config
 from evaluation.episodes import CNS_GAIN
 from evaluation.metrics import Episode, by_initial_rotation, summarise
+from evaluation.partial import PARTIAL, episode_record
 from evaluation.plan import Job, Plan
 from evaluation.suites import Suite
 from file_io import write_bytes
@@ -276,39 +276,6 @@ def _write(path: Path, data: str | bytes) -> Path:
     return write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
-PARTIAL = "episodes.partial.jsonl"
-
-
-def append_partial(root: str | Path, job: Job, ep: Episode) -> Path:
-    """Append one finished episode to <root>/episodes.partial.jsonl (a line of episodes.jsonl), flushed to disk.
-
-    A long benchmark that dies keeps what it measured there; `write_report` removes it once the full report exists.
-    """
-    path = Path(root) / PARTIAL
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(_episode_record(job, ep)) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return path
-
-
-def _episode_record(job: Job, ep: Episode) -> dict[str, Any]:
-    return {
-        "suite": job.suite,
-        "controller": job.controller,
-        "seed": ep.seed,
-        "success": ep.success,
-        "te_mm": ep.te_m * 1e3,
-        "re_deg": ep.re_deg,
-        "steps": ep.steps,
-        "reason": ep.reason,
-        "initial_te_mm": ep.initial_te_m * 1e3,
-        "initial_re_deg": ep.initial_re_deg,
-        "controller_seconds": ep.seconds,
-    }
-
-
 def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Job, Episode]]) -> Report:
     """Write results.md, results.json, episodes.jsonl and the PNGs to eval.root, and log them to W&B."""
     out = Path(cfg.eval.root)
@@ -316,7 +283,7 @@ def write_report(cfg: Config, plan: Plan, results: Sequence[tuple[Job, Episode]]
     rows = make_rows(suites, results)
     md = _write(out / "results.md", markdown(cfg, plan, rows))
     js = _write(out / "results.json", json.dumps(rows, indent=1, allow_nan=True) + "\n")
-    eps = _write(out / "episodes.jsonl", "".join(json.dumps(_episode_record(j, e)) + "\n" for j, e in results))
+    eps = _write(out / "episodes.jsonl", "".join(json.dumps(episode_record(j, e)) + "\n" for j, e in results))
     images = []
     grouped = _grouped(results)
     for s in suites:

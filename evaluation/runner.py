@@ -3,10 +3,13 @@
 Every (suite, controller) pair runs the same `eval.episodes` episodes (seeds eval.seed + i), in parallel on Ray
 actors where cores allow. Results go to eval.root (runs/<run.name>/eval/): results.md, results.json,
 episodes.jsonl, error-vs-step curves and 3-D camera paths (PNG), and W&B (eval.wandb) unless it is disabled.
+Finished episodes are appended to eval.root/episodes.partial.jsonl as they come; eval.resume=true carries on from it
+after a crash or a stop, running only the episodes it lacks.
 Examples:
   python -m evaluation
   python -m evaluation eval.suites=[canonical] eval.controllers=[oracle,sift_pbvs] eval.episodes=20
   python -m evaluation --config paper eval.checkpoint=runs/paper/checkpoints/step_050000
+  python -m evaluation eval.suites=[lighting] eval.controllers=[disk_pbvs] eval.resume=true
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -186,32 +190,45 @@ def main(argv: list[str] | None = None) -> int:
         prepare_export(cfg, plan, echo=lambda line: print(f"{parser.prog}: export: {line}", file=sys.stderr))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from evaluation.report import PARTIAL, append_partial, write_report
+    from evaluation.partial import PARTIAL, PartialLogError, append_partial, resume_partial, settings_digest
+    from evaluation.report import write_report
 
-    # A fresh partial file per run: lines of an earlier, unfinished run would mix with this one's.
-    (Path(cfg.eval.root) / PARTIAL).unlink(missing_ok=True)
+    settings = {s.name: settings_digest(plan.configs[s.name], plan.checkpoint) for s in plan.suites}
+    if cfg.eval.resume:
+        try:
+            kept = resume_partial(cfg.eval.root, plan.jobs, settings)
+        except PartialLogError as err:
+            parser.exit(2, f"{parser.prog}: error: eval.resume: {err}\n")
+        print(f"{parser.prog}: resuming: {len(kept)} of {len(plan.jobs)} episodes kept from {PARTIAL}", file=sys.stderr)
+    else:
+        # A fresh partial file per run: lines of an earlier, unfinished run would mix with this one's.
+        (Path(cfg.eval.root) / PARTIAL).unlink(missing_ok=True)
+        kept = {}
     t0 = time.time()
-    successes = 0
+    successes = sum(ep.success for ep in kept.values())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as progress:
-        task = progress.add_task("episodes", total=len(plan.jobs))
+        task = progress.add_task("episodes", total=len(plan.jobs), completed=len(kept))
 
         def show(job: Job, ep: Episode) -> None:
             nonlocal successes
             successes += ep.success
             desc = f"{job.suite}/{job.controller} seed {job.seed}: {'ok' if ep.success else ep.reason or 'failed'}"
             progress.update(task, advance=1, description=desc)
-            append_partial(cfg.eval.root, job, ep)
+            append_partial(cfg.eval.root, job, ep, settings[job.suite])
             if not progress.console.is_terminal:  # a log file gets one line per episode instead of a bar
                 n = int(progress.tasks[0].completed)
                 progress.console.print(f"[{n}/{len(plan.jobs)}] {desc}", highlight=False)
 
-        results = run_jobs(cfg, plan, show)
+        todo = replace(plan, jobs=[j for j in plan.jobs if j not in kept])
+        ran = dict(run_jobs(cfg, todo, show)) if todo.jobs else {}
+    results = [(j, kept[j] if j in kept else ran[j]) for j in plan.jobs]
     report = write_report(cfg, plan, results)
     from runtime.tracking import describe_wandb_run, wandb_mode
 
+    resumed = f", {len(kept)} resumed" if kept else ""
     print(
-        f"eval: {len(results)} episodes ({successes} successes) over {len(plan.suites)} suites in "
+        f"eval: {len(results)} episodes ({successes} successes{resumed}) over {len(plan.suites)} suites in "
         f"{time.time() - t0:.0f} s; table {report.markdown}; episodes, curves and paths in {report.markdown.parent}; "
         + describe_wandb_run(wandb_mode(cfg.eval.wandb), report.wandb_run)
     )

@@ -76,6 +76,7 @@ MODULES: dict[str, Module] = {
         "make_plan check_plan_assets resolve_checkpoint prepare_export",
     ),
     "evaluation/openloop.py": Module("tests/evaluation/test_openloop.py", "stop_norms ambiguity_probe"),
+    "evaluation/partial.py": Module("tests/evaluation/test_partial.py"),
     # The producers' tests that render least; -k keeps the ones about each producer.
     "datagen/hemisphere.py": Module(
         "tests/datagen/test_producers.py tests/datagen/test_images_match_poses.py "

@@ -187,7 +187,9 @@ def test_cli_writes_the_table_and_exits_2_on_bad_input(tmp_path: Path, capsys: p
 
 
 @pytest.mark.integration
-def test_a_benchmark_that_dies_keeps_the_episodes_it_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_benchmark_that_dies_keeps_its_episodes_and_resumes_from_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     import evaluation.report
 
     def crash(*_: object) -> None:
@@ -204,6 +206,24 @@ def test_a_benchmark_that_dies_keeps_the_episodes_it_finished(tmp_path: Path, mo
     assert [(r["controller"], r["seed"], r["success"]) for r in lines] == [
         ("oracle", s, True) for s in (1_000_000, 1_000_001)
     ]
+    # Resumed: the first episode is kept as it was logged (a marked TE proves it did not run again), the second,
+    # whose line the crash cut short, runs again.
+    first = {**lines[0], "te_mm": 1.25}
+    partial.write_text(json.dumps(first) + "\n" + json.dumps(lines[1])[:40])
+    monkeypatch.undo()
+    argv = [*args, "eval.controllers=[oracle]", "eval.episodes=2", "eval.trajectories=0", "eval.resume=true"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "resuming: 1 of 2 episodes kept" in err and "eval: 2 episodes (2 successes, 1 resumed)" in out
+    episodes = [json.loads(line) for line in (partial.parent / "episodes.jsonl").read_text().splitlines()]
+    assert [e["seed"] for e in episodes] == [1_000_000, 1_000_001]
+    assert episodes[0]["te_mm"] == 1.25 and episodes[1]["te_mm"] == pytest.approx(lines[1]["te_mm"])
+    assert not partial.exists()
+    # A log measured under other settings is refused, not mixed into the table.
+    partial.write_text(json.dumps({**first, "settings": "0" * 16}) + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "measured under other settings" in capsys.readouterr().err
 
 
 @pytest.mark.integration
