@@ -14,6 +14,7 @@ from sim.mujoco_gl import choose_platform
 from sim.render import check_backend
 
 NAMESPACE = "cnsv2"  # every job's actors live here, so the trainer finds the DAgger actors by name
+GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"  # the port a new local Ray's GCS listens on, read by ray.init
 
 # Lines that Ray's own actors print on every run and that no user can act on, dropped from what the workers forward
 # to this terminal (the same lines stay in Ray's session logs). `RAY_DEDUP_LOGS=0` shows everything again.
@@ -135,7 +136,9 @@ def init_ray(cfg: Config, env_vars: dict[str, str] | None = None, min_cpus: floa
     """Join RAY_ADDRESS / datagen.ray_address, or start a local Ray; returns True when this call started it.
 
     A local Ray advertises at least `min_cpus` logical CPUs, so that producers and trainer that each reserve a CPU
-    can all run on a small machine (they share the cores; nothing deadlocks waiting for a slot).
+    can all run on a small machine (they share the cores; nothing deadlocks waiting for a slot). Its GCS listens on
+    $RAY_GCS_SERVER_PORT if set, else on a free port, and the job's workers get that address as $RAY_ADDRESS, so that
+    Ray's own address lookups inside them find this Ray even where other local Rays run.
     """
     import ray
 
@@ -148,11 +151,35 @@ def init_ray(cfg: Config, env_vars: dict[str, str] | None = None, min_cpus: floa
     # log_to_driver: our actors' warnings and errors must reach the terminal; quiet_ray_driver drops Ray's chatter.
     # logging_level: the driver's own "Started a local Ray instance" and the like are INFO.
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True, "logging_level": logging.WARNING}
+    gcs_port = None
     if address is None:
         cpus = cfg.datagen.num_cpus or os.cpu_count() or 1
         kwargs.update(num_cpus=max(cpus, math.ceil(min_cpus)), include_dashboard=False)
         # No node of a local Ray is ever preempted: Ray Train's watcher would only add an actor and a logged error.
         env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        # Ray Train's PlacementGroupCleaner finds its cluster through the State API with address "auto", which fails
+        # with a traceback in the terminal when another local Ray runs on this machine (a benchmark beside a
+        # training run). Telling the job's actors their own cluster's address needs the port before Ray starts.
+        gcs_port = os.environ.get(GCS_PORT_VARIABLE) or str(free_port())
+        env.setdefault("RAY_ADDRESS", f"127.0.0.1:{gcs_port}")
     quiet_ray_driver()
-    ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+    before = os.environ.get(GCS_PORT_VARIABLE)
+    try:
+        if gcs_port is not None:
+            os.environ[GCS_PORT_VARIABLE] = gcs_port
+        ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+    finally:
+        if before is None:
+            os.environ.pop(GCS_PORT_VARIABLE, None)
+        else:
+            os.environ[GCS_PORT_VARIABLE] = before
     return True
+
+
+def free_port() -> int:
+    """A TCP port that no process listens on now (the OS's choice)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])

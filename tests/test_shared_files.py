@@ -1,6 +1,7 @@
 """A run's outputs are shared: datagen -> train -> eval through the CLIs, as `make` runs them, under umask 0o022 leaves
 every file group-readable and every folder group-readable and enterable (issue 15: the trainer and the DAgger workers
-of a cluster run as different users of one group). The same run checks that the terminal shows none of Ray's chatter."""
+of a cluster run as different users of one group). The same run checks that the terminal shows none of Ray's chatter,
+with another local Ray running on the machine (a benchmark beside a training run)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,24 @@ def _cli(module: str, *overrides: str, root: Path) -> str:
     return out
 
 
-def test_a_runs_outputs_are_group_readable_and_its_console_is_quiet(tmp_path: Path) -> None:
+@pytest.fixture
+def another_local_ray() -> Iterator[None]:
+    """A second local Ray on this machine for the test's duration: Ray's "auto" lookups then find two clusters."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    code = "import sys, ray; ray.init(num_cpus=1, include_dashboard=False); print('up', flush=True); sys.stdin.read()"
+    other = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True
+    )
+    assert other.stdout is not None and other.stdin is not None
+    try:
+        assert other.stdout.readline().strip() == "up", "the second local Ray did not start"
+        yield
+    finally:
+        other.stdin.close()  # it shuts its Ray down and exits
+        other.wait(timeout=120)
+
+
+def test_a_runs_outputs_are_group_readable_and_its_console_is_quiet(tmp_path: Path, another_local_ray: None) -> None:
     logs = _cli("datagen", "datagen.hemisphere.samples=16", "datagen.hemisphere.shard_samples=8",
                 "datagen.dagger.samples=0", "--quiet", root=tmp_path)  # fmt: skip
     logs += _cli("training", "train.steps=2", "train.batch_size=4", "train.log_every=1", "train.image_every=1",
