@@ -432,6 +432,11 @@ class TrainConfig(Section):
     val_batches: int = Field(ge=0)
     wait_for_data: float = Field(ge=0.0, description="seconds to wait for the first shards before giving up")
     wandb: WandbConfig
+    init_from: str | None = Field(
+        default=None,
+        description="a run without checkpoints of its own starts from these weights (a checkpoint folder or "
+        "pretrained:<name>; the same network, policy.input_size may differ) at step 0 with a fresh optimiser",
+    )
 
 
 EVAL_CONTROLLERS = (

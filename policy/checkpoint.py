@@ -107,12 +107,14 @@ class DamagedCheckpointError(ValueError):
     """A checkpoint whose files are not what was saved (truncated, altered or missing)."""
 
 
-def check_architecture(path: str | os.PathLike[str], meta: dict[str, Any], cfg: PolicyConfig) -> PolicyConfig:
-    """The saved PolicyConfig; ValueError in one line naming the folder and every differing architecture key."""
+def check_architecture(
+    path: str | os.PathLike[str], meta: dict[str, Any], cfg: PolicyConfig, sections: tuple[str, ...] = ARCHITECTURE
+) -> PolicyConfig:
+    """The saved PolicyConfig; ValueError in one line naming the folder and every differing key of `sections`."""
     saved = PolicyConfig.model_validate(meta["policy"])
     old = flatten(saved.model_dump(mode="json"), "policy.")
     new = flatten(cfg.model_dump(mode="json"), "policy.")
-    keys = [k for k in sorted(set(old) | set(new)) if k.split(".")[1] in ARCHITECTURE and old.get(k) != new.get(k)]
+    keys = [k for k in sorted(set(old) | set(new)) if k.split(".")[1] in sections and old.get(k) != new.get(k)]
     if keys:
         detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} != config {new.get(k)!r}" for k in keys)
         raise ValueError(f"{path}: checkpoint does not fit the configured network ({detail})")
@@ -171,6 +173,24 @@ def resume_point(directory: str | os.PathLike[str], cfg: PolicyConfig) -> Path |
     if skipped:
         raise ValueError(f"{directory}: no usable checkpoint to resume from: " + "; ".join(skipped))
     return None
+
+
+def warm_start_point(source: str, cfg: PolicyConfig) -> Path:
+    """The checkpoint whose weights a new run starts from (`train.init_from`): a folder or `pretrained:<name>`.
+
+    Its network must be the configured one except `policy.input_size`: every layer works on any patch grid (a
+    convolutional backbone, attention with RoPE on grid positions, P2G on the grid), so weights trained at one
+    resolution are a starting point at another. Returns the folder; FileNotFoundError, DamagedCheckpointError, or a
+    one-line ValueError naming the folder and every differing key.
+    """
+    from policy.pretrained import PREFIX, pretrained_path
+
+    path = pretrained_path(source) if source.startswith(PREFIX) else Path(source)
+    if not path.is_dir():
+        raise FileNotFoundError(f"train.init_from {source!r}: not a policy checkpoint (no such folder)")
+    meta = verify_checkpoint(path)
+    check_architecture(path, meta, cfg, tuple(k for k in ARCHITECTURE if k != "input_size"))
+    return path
 
 
 def load_checkpoint(

@@ -3,7 +3,8 @@
 Every worker reads its own stream of shards; rank 0 logs (W&B, metrics.jsonl, PNGs), validates, saves checkpoints
 (weights + optimizer + schedule + step) every `train.checkpoint_every` steps and at the end, and pushes the weights
 to the DAgger actors every `train.push_every` steps. A rerun resumes from the newest checkpoint, continuing the same
-step count and schedule. The policy version of a checkpoint is its step.
+step count and schedule; a run without checkpoints of its own starts from `train.init_from`'s weights if set (a
+fine-tune, e.g. at another input size). The policy version of a checkpoint is its step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from configs import Followed, save_config, with_absolute_paths
 from configs.schema import Config, TrainConfig
-from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint
+from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint, warm_start_point
 from policy.losses import policy_loss
 from runtime.threads import resolve_threads, set_torch_threads
 from training.schedule import lr_factor
@@ -79,6 +80,17 @@ class TrainState:
         self.step = int(state["step"])
         return path
 
+    def warm_start(self) -> Path | None:
+        """Load the weights of `train.init_from` (not its optimiser, schedule or step: the run starts at step 0) and
+        return that folder; None when it is not set. `policy.checkpoint.warm_start_point` says what is an error."""
+        from safetensors.torch import load_model
+
+        if self.cfg.train.init_from is None:
+            return None
+        path = warm_start_point(self.cfg.train.init_from, self.cfg.policy)
+        load_model(self.policy, str(path / "model.safetensors"), device=str(self.device))
+        return path
+
     def save(self) -> Path:
         """Write checkpoint step_<step> atomically and keep the newest `keep_checkpoints`."""
         t = self.cfg.train
@@ -96,6 +108,7 @@ class TrainState:
             step=self.step,
             run_seed=self.cfg.run.seed,  # the weights' initialisation and data order derive from it
             data=self.data,  # the dataset, its asset sources and split counts, and keys taken from or set against it
+            **({"init_from": t.init_from} if t.init_from else {}),
         )
         _prune(Path(t.checkpoints), t.keep_checkpoints)
         return path
@@ -290,6 +303,8 @@ def train_loop(config: dict[str, Any]) -> None:
     state = TrainState(cfg, device)
     state.data = config.get("data", {})
     resumed = state.resume()
+    if resumed is None:
+        state.warm_start()
     model = ray.train.torch.prepare_model(state.policy) if world > 1 else state.policy
     wait_for_shards(cfg.data.root, t.wait_for_data)
     loader = make_loader(cfg.data, "train", cfg.run.seed + state.step, t.batch_size, rank=rank, world_size=world,
@@ -350,7 +365,9 @@ def run_training(cfg: Config, followed: Followed | None = None, show_progress: b
 
     cfg = with_absolute_paths(cfg)
     check_input_size(cfg)
-    resume_point(cfg.train.checkpoints, cfg.policy)  # here, in one line, not from inside a Ray worker
+    # Here, in one line, not from inside a Ray worker; a run's own checkpoint wins over train.init_from.
+    if resume_point(cfg.train.checkpoints, cfg.policy) is None and cfg.train.init_from is not None:
+        warm_start_point(cfg.train.init_from, cfg.policy)
     check_ray_address(cfg)  # before anything is written
     data = data_record(cfg, followed)
     t = cfg.train

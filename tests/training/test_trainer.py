@@ -132,6 +132,43 @@ def test_a_checkpoint_of_another_network_is_a_one_line_error_naming_folder_and_k
             resume_point(cfg.train.checkpoints, cfg.policy)
 
 
+@pytest.mark.unit
+def test_a_new_run_starts_from_init_from_weights_at_another_input_size(small_cfg, tmp_path: Path) -> None:
+    a = TrainState(small_cfg(*TRAIN), torch.device("cpu"))
+    _steps(a, 2)
+    source = a.save()
+    at_48 = ["policy.input_size=[48,48]", "sim.camera.width=48", "sim.camera.height=48"]
+    cfg = small_cfg(*TRAIN, *at_48, f"train.init_from={source}", f"train.checkpoints={tmp_path / 'tuned'}")
+    b = TrainState(cfg, torch.device("cpu"))
+    assert b.resume() is None and b.warm_start() == source
+    assert b.step == 0 and b.opt.state_dict()["state"] == {} and b.sched.last_epoch == 0
+    for (na, pa), (nb, pb) in zip(a.policy.state_dict().items(), b.policy.state_dict().items(), strict=True):
+        assert na == nb and torch.equal(pa, pb)
+    x = torch.rand(1, 3, 48, 48)
+    assert torch.isfinite(b.policy(x, x).vel).all()
+    _, meta = load_checkpoint(b.save())
+    assert meta["policy"]["input_size"] == [48, 48] and meta["extra"]["init_from"] == str(source)
+    assert TrainState(small_cfg(*TRAIN), torch.device("cpu")).warm_start() is None  # not set: nothing loaded
+
+
+@pytest.mark.unit
+def test_init_from_another_network_or_nothing_is_a_clear_error(small_cfg, tmp_path: Path) -> None:
+    from training.trainer import run_training
+
+    a = TrainState(small_cfg(*TRAIN), torch.device("cpu"))
+    source = a.save()
+    own = f"train.checkpoints={tmp_path / 'other'}"
+    deeper = small_cfg(*TRAIN, own, "policy.transformer.depth=3", f"train.init_from={source}")
+    with pytest.raises(ValueError, match="checkpoint does not fit") as err:
+        TrainState(deeper, torch.device("cpu")).warm_start()
+    assert "policy.transformer.depth: checkpoint 2 != config 3" in str(err.value) and "input_size" not in str(err.value)
+    with pytest.raises(ValueError, match=r"policy\.transformer\.depth"):
+        run_training(deeper)  # refused in the driver, before Ray starts
+    for missing in (str(tmp_path / "nowhere"), "pretrained:nothing-shipped-so"):
+        with pytest.raises(FileNotFoundError, match=r"nowhere|nothing-shipped-so"):
+            run_training(small_cfg(*TRAIN, own, f"train.init_from={missing}"))
+
+
 _KILL_LOOP = """
 import sys, torch
 from configs import load_config
