@@ -206,24 +206,33 @@ def main(argv: list[str] | None = None) -> int:
         kept = {}
     t0 = time.time()
     successes = sum(ep.success for ep in kept.values())
+    logged = len(kept)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns) as progress:
-        task = progress.add_task("episodes", total=len(plan.jobs), completed=len(kept))
+    try:
+        with Progress(*columns) as progress:
+            task = progress.add_task("episodes", total=len(plan.jobs), completed=len(kept))
 
-        def show(job: Job, ep: Episode) -> None:
-            nonlocal successes
-            successes += ep.success
-            desc = f"{job.suite}/{job.controller} seed {job.seed}: {'ok' if ep.success else ep.reason or 'failed'}"
-            progress.update(task, advance=1, description=desc)
-            append_partial(cfg.eval.root, job, ep, settings[job.suite])
-            if not progress.console.is_terminal:  # a log file gets one line per episode instead of a bar
-                n = int(progress.tasks[0].completed)
-                progress.console.print(f"[{n}/{len(plan.jobs)}] {desc}", highlight=False)
+            def show(job: Job, ep: Episode) -> None:
+                nonlocal successes, logged
+                successes += ep.success
+                desc = f"{job.suite}/{job.controller} seed {job.seed}: {'ok' if ep.success else ep.reason or 'failed'}"
+                progress.update(task, advance=1, description=desc)
+                append_partial(cfg.eval.root, job, ep, settings[job.suite])
+                logged += 1
+                if not progress.console.is_terminal:  # a log file gets one line per episode instead of a bar
+                    n = int(progress.tasks[0].completed)
+                    progress.console.print(f"[{n}/{len(plan.jobs)}] {desc}", highlight=False)
 
-        todo = replace(plan, jobs=[j for j in plan.jobs if j not in kept])
-        ran = dict(run_jobs(cfg, todo, show)) if todo.jobs else {}
-    results = [(j, kept[j] if j in kept else ran[j]) for j in plan.jobs]
-    report = write_report(cfg, plan, results)
+            todo = replace(plan, jobs=[j for j in plan.jobs if j not in kept])
+            ran = dict(run_jobs(cfg, todo, show)) if todo.jobs else {}
+        results = [(j, kept[j] if j in kept else ran[j]) for j in plan.jobs]
+        report = write_report(cfg, plan, results)
+    except KeyboardInterrupt:  # Ctrl-C: what was measured is kept; say how to carry on instead of a traceback
+        parser.exit(
+            130,
+            f"{parser.prog}: interrupted; {logged} of {len(plan.jobs)} episodes are kept in "
+            f"{Path(cfg.eval.root) / PARTIAL}: add eval.resume=true to the same command to run the rest\n",
+        )
     from runtime.tracking import describe_wandb_run, wandb_mode
 
     resumed = f", {len(kept)} resumed" if kept else ""

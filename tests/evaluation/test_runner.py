@@ -227,6 +227,26 @@ def test_a_benchmark_that_dies_keeps_its_episodes_and_resumes_from_them(
 
 
 @pytest.mark.integration
+def test_ctrl_c_says_how_many_episodes_are_kept_and_how_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import evaluation.report
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation.report, "write_report", interrupt)
+    args = small_overrides(QUIET, "run.name=ctrlc", "eval.workers=0", "eval.suites=[canonical]", root=tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "eval.controllers=[oracle]", "eval.episodes=1", "eval.trajectories=0"])
+    err = capsys.readouterr().err
+    partial = tmp_path / "ctrlc" / "eval" / "episodes.partial.jsonl"
+    assert exit_.value.code == 130 and "Traceback" not in err
+    assert f"interrupted; 1 of 1 episodes are kept in {partial}: add eval.resume=true" in err
+    assert len(partial.read_text().splitlines()) == 1
+
+
+@pytest.mark.integration
 def test_every_eval_controller_is_built_by_the_worker(tmp_path: Path) -> None:
     cfg = small_config()
     ckpt = save_checkpoint(build_policy(cfg.policy), tmp_path / "ckpt", version=1)
