@@ -153,10 +153,11 @@ def run_datagen(cfg: Config, show_progress: bool = True, echo: Callable[[str], N
                 owner[a.run.remote()] = a
         pending = list(owner)
         targets = {"hemisphere": cfg.datagen.hemisphere.samples, "dagger": cfg.datagen.dagger.samples}
+        targets = {k: v for k, v in targets.items() if v > 0}  # a producer that makes nothing gets no bar
         columns = [TextColumn("{task.description:10s}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[rate]:.1f} samples/s"), TimeElapsedColumn()]  # fmt: skip
         with Progress(*columns, disable=not show_progress) as bar:
-            tasks = {k: bar.add_task(k, total=max(v, 1), rate=0.0) for k, v in targets.items()}
+            tasks = {k: bar.add_task(k, total=v, rate=0.0) for k, v in targets.items()}
             while pending:
                 done, pending = ray.wait(pending, timeout=1.0)
                 ray.get(done)  # raises if a producer failed for good
