@@ -1,5 +1,5 @@
 """`python -m policy.bench`: Servo.step latency and FPS at batch 1 with the desired image cached, broken down by network
-stage, on whatever device is here: the smoke config, the shipped CPU policy and the paper config, each on torch and
+stage, on whatever device is here: the smoke config, the shipped CPU policies and the paper config, each on torch and
 (on a CPU) on its ONNX export through onnxruntime (`policy.export`, `Servo(runtime="onnx")`); then, on a CPU,
 Servo.step idle and beside two busy torch processes at 1 and 2 threads (`runtime.threads`).
 
@@ -42,7 +42,7 @@ from runtime.threads import SERVO_AUTO_THREADS, set_torch_threads, usable_cpus
 from sim.camera import Camera
 
 STAGES = ("backbone", "transformer", "representation", "fine", "controller")
-SHIPPED = "pretrained:cnsv2-cpu"
+SHIPPED = ("pretrained:cnsv2-cpu", "pretrained:cnsv2-cpu-192")  # the CPU policy and its real-time variant
 
 
 class StageTimer:
@@ -330,7 +330,8 @@ def _load_table(args: argparse.Namespace, argv: list[str] | None) -> None:
 
 
 def _default_targets() -> list[str]:
-    return ["smoke", SHIPPED if SHIPPED.removeprefix(PREFIX) in available() else "cpu", "paper"]
+    shipped = [p for p in SHIPPED if p.removeprefix(PREFIX) in available()]
+    return ["smoke", *(shipped or ["cpu"]), "paper"]
 
 
 def _row_name(target: str, cfg: PolicyConfig, every: int) -> str:
