@@ -179,12 +179,15 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def with_absolute_paths(cfg: Config) -> Config:
-    """The same config with every output path made absolute, for workers that run in another directory (Ray Train
-    changes a worker's working directory)."""
+    """The same config with every output path (and `train.init_from`, unless a shipped policy) made absolute, for
+    workers that run in another directory (Ray Train changes a worker's working directory)."""
 
     def absolute(p: str) -> str:
         return str(Path(p).expanduser().resolve())
 
+    init_from = cfg.train.init_from
+    if init_from is not None and not init_from.startswith("pretrained:"):  # policy.pretrained.PREFIX: a package name
+        init_from = absolute(init_from)
     return cfg.model_copy(
         update={
             "run": cfg.run.model_copy(update={"root": absolute(cfg.run.root)}),
@@ -192,6 +195,8 @@ def with_absolute_paths(cfg: Config) -> Config:
                 update={"root": absolute(cfg.datagen.root), "checkpoints": absolute(cfg.datagen.checkpoints)}
             ),
             "data": cfg.data.model_copy(update={"root": absolute(cfg.data.root)}),
-            "train": cfg.train.model_copy(update={"checkpoints": absolute(cfg.train.checkpoints)}),
+            "train": cfg.train.model_copy(
+                update={"checkpoints": absolute(cfg.train.checkpoints), "init_from": init_from}
+            ),
         }
     )

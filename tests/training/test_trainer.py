@@ -152,6 +152,18 @@ def test_a_new_run_starts_from_init_from_weights_at_another_input_size(small_cfg
 
 
 @pytest.mark.unit
+def test_init_from_reaches_ray_workers_as_an_absolute_path(small_cfg, tmp_path: Path, monkeypatch) -> None:
+    from configs import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)  # Ray Train runs its workers in another directory
+    relative = with_absolute_paths(small_cfg("train.init_from=runs/x/checkpoints/step_000010"))
+    assert relative.train.init_from == str(tmp_path / "runs/x/checkpoints/step_000010")
+    shipped = with_absolute_paths(small_cfg("train.init_from=pretrained:cnsv2-cpu"))
+    assert shipped.train.init_from == "pretrained:cnsv2-cpu"
+    assert with_absolute_paths(small_cfg()).train.init_from is None
+
+
+@pytest.mark.unit
 def test_init_from_another_network_or_nothing_is_a_clear_error(small_cfg, tmp_path: Path) -> None:
     from training.trainer import run_training
 
