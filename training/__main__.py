@@ -40,14 +40,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def at_target(parser: argparse.ArgumentParser, cfg: Config, label: str) -> bool:
-    """The checks a training job makes before Ray starts (input size, resume point: a ValueError exits 2), and whether
-    the run is already at `train.steps`, which it then says under `label`. Imports and starts no Ray."""
-    from training.trainer import already_trained, check_input_size
+    """The checks a training job makes before Ray starts (input size, resume point, `train.init_from`: an error exits
+    2), and whether the run is already at `train.steps`, which it then says under `label`. Imports and starts no
+    Ray."""
+    from training.trainer import already_trained, check_input_size, check_warm_start
 
     try:
         check_input_size(cfg)
         done = already_trained(cfg)
-    except ValueError as err:
+        check_warm_start(cfg)
+    except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     if done is None:
         return False

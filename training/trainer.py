@@ -340,6 +340,13 @@ def data_record(cfg: Config, followed: Followed | None = None) -> dict[str, Any]
     return {**record, "root": str(Path(cfg.data.root).resolve()), "assets": assets}
 
 
+def check_warm_start(cfg: Config) -> None:
+    """The checks of where a run starts: its own newest checkpoint (ValueError as `resume_point`), else, when set,
+    `train.init_from` (FileNotFoundError or ValueError as `warm_start_point`). Reads files only; starts no Ray."""
+    if resume_point(cfg.train.checkpoints, cfg.policy) is None and cfg.train.init_from is not None:
+        warm_start_point(cfg.train.init_from, cfg.policy)
+
+
 def already_trained(cfg: Config) -> tuple[Path, int] | None:
     """(checkpoint, step) when the checkpoint a rerun would resume from is already at `train.steps` or beyond, else
     None. Reads checkpoint files only (ValueError as `resume_point`); imports and starts no Ray."""
@@ -365,9 +372,7 @@ def run_training(cfg: Config, followed: Followed | None = None, show_progress: b
 
     cfg = with_absolute_paths(cfg)
     check_input_size(cfg)
-    # Here, in one line, not from inside a Ray worker; a run's own checkpoint wins over train.init_from.
-    if resume_point(cfg.train.checkpoints, cfg.policy) is None and cfg.train.init_from is not None:
-        warm_start_point(cfg.train.init_from, cfg.policy)
+    check_warm_start(cfg)  # here, in one line, not from inside a Ray worker
     check_ray_address(cfg)  # before anything is written
     data = data_record(cfg, followed)
     t = cfg.train

@@ -60,6 +60,23 @@ def test_a_checkpoint_for_another_network_exits_2_before_ray(
 
 
 @pytest.mark.unit
+def test_an_init_from_that_cannot_be_used_exits_2_before_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from training.__main__ import main
+
+    block_ray(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(small_overrides(f"train.init_from={tmp_path / 'nowhere'}", root=tmp_path))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: train.init_from" in err and "nowhere" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:  # the shipped policy is another network than the smoke config's
+        main(small_overrides("train.init_from=pretrained:cnsv2-cpu", root=tmp_path))
+    assert exit_.value.code == 2 and "policy.transformer.depth: checkpoint 3 != config 2" in capsys.readouterr().err
+
+
+@pytest.mark.unit
 def test_training_follows_the_datasets_assets_and_its_checkpoints_name_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
