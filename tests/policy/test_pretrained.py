@@ -107,7 +107,10 @@ def test_a_real_camera_converges_as_the_canonical_one_does(shipped, suite_cfg) -
     from sim.camera import Camera
     from sim.env import ServoEnv
 
-    policy, servo, e = shipped[0], suite_cfg.policy.servo, suite_cfg.eval
+    # The quarter turns searched every 8 steps, not every step: the same episodes succeed (docs/deployment.md) in
+    # half the time, and what this test is about is the remap.
+    policy, e = shipped[0], suite_cfg.eval
+    servo = suite_cfg.policy.servo.model_copy(update={"turn_search_every": 8})
 
     def run(env: ServoEnv, seed: int):  # type: ignore[no-untyped-def]
         ctl = ServoController(policy, servo, name="cnsv2", stop_velocity=e.stop_velocity, stop_steps=e.stop_steps)
