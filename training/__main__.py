@@ -48,7 +48,8 @@ def at_target(parser: argparse.ArgumentParser, cfg: Config, label: str) -> bool:
     try:
         check_input_size(cfg)
         done = already_trained(cfg)
-        check_warm_start(cfg)
+        if done is None:  # a run at its target starts from nothing: its init_from no longer matters
+            check_warm_start(cfg)
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     if done is None:

@@ -14,6 +14,14 @@ from policy.checkpoint import read_meta
 from tests.fixtures.factories import block_ray, small_config, small_overrides, write_asset_folders
 
 
+def _exit_2(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:  # type: ignore[no-untyped-def]
+    """Run a CLI's main that must refuse `argv` with exit status 2; returns what it printed to stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
+
+
 def _saved_at(cfg, step: int, data: dict | None = None) -> Path:  # type: ignore[no-untyped-def]
     from training.trainer import TrainState
 
@@ -53,10 +61,8 @@ def test_a_checkpoint_for_another_network_exits_2_before_ray(
 
     _saved_at(small_config(root=tmp_path), 1)
     block_ray(monkeypatch)
-    with pytest.raises(SystemExit) as exit_:
-        main(small_overrides("policy.transformer.depth=1", root=tmp_path))
-    assert exit_.value.code == 2
-    assert "checkpoint does not fit the configured network" in capsys.readouterr().err
+    err = _exit_2(main, small_overrides("policy.transformer.depth=1", root=tmp_path), capsys)
+    assert "checkpoint does not fit the configured network" in err
 
 
 @pytest.mark.unit
@@ -66,14 +72,11 @@ def test_an_init_from_that_cannot_be_used_exits_2_before_ray(
     from training.__main__ import main
 
     block_ray(monkeypatch)
-    with pytest.raises(SystemExit) as exit_:
-        main(small_overrides(f"train.init_from={tmp_path / 'nowhere'}", root=tmp_path))
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
+    err = _exit_2(main, small_overrides(f"train.init_from={tmp_path / 'nowhere'}", root=tmp_path), capsys)
     assert "error: train.init_from" in err and "nowhere" in err and "Traceback" not in err
-    with pytest.raises(SystemExit) as exit_:  # the shipped policy is another network than the smoke config's
-        main(small_overrides("train.init_from=pretrained:cnsv2-cpu", root=tmp_path))
-    assert exit_.value.code == 2 and "policy.transformer.depth: checkpoint 3 != config 2" in capsys.readouterr().err
+    # The shipped policy is another network than the smoke config's.
+    err = _exit_2(main, small_overrides("train.init_from=pretrained:cnsv2-cpu", root=tmp_path), capsys)
+    assert "policy.transformer.depth: checkpoint 3 != config 2" in err
 
 
 @pytest.mark.unit
@@ -111,10 +114,9 @@ def test_datagen_names_a_bad_asset_folder_and_exits_2_before_ray(
     from datagen.__main__ import main
 
     block_ray(monkeypatch)
-    with pytest.raises(SystemExit) as exit_:
-        main(["--quiet", *small_overrides(f"sim.assets.mesh_dirs=[{tmp_path / 'typo'}]", root=tmp_path)])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
+    err = _exit_2(
+        main, ["--quiet", *small_overrides(f"sim.assets.mesh_dirs=[{tmp_path / 'typo'}]", root=tmp_path)], capsys
+    )
     assert f"error: sim.assets.mesh_dirs: {tmp_path / 'typo'}: mesh folder" in err and "does not exist" in err
     assert not (tmp_path / "smoke").exists()  # nothing written
 
@@ -170,7 +172,6 @@ def test_the_pipeline_at_its_target_says_so_and_a_bad_config_exits_2_before_ray(
     assert capsys.readouterr().out.strip() == (
         f"pipeline: already at step 3 of 3 (checkpoint {saved}); nothing to do — raise train.steps to continue"
     )
-    with pytest.raises(SystemExit) as exit_:  # the network would train on one patch grid and servo on another
-        main(small_overrides("train.steps=5", "policy.input_size=[96,96]", root=tmp_path))
-    assert exit_.value.code == 2
-    assert "policy.input_size [96, 96] differs from sim.camera" in capsys.readouterr().err
+    # The network would train on one patch grid and servo on another.
+    err = _exit_2(main, small_overrides("train.steps=5", "policy.input_size=[96,96]", root=tmp_path), capsys)
+    assert "policy.input_size [96, 96] differs from sim.camera" in err
