@@ -241,6 +241,11 @@ class TransformerConfig(Section):
     heads: int = Field(ge=1, le=64)
     mlp_ratio: float = Field(gt=0.0, le=16.0)
     rope_temperature: float = Field(gt=1.0)
+    cache_desired: bool = Field(
+        default=False,
+        description="the desired stream attends only to itself, so it is computed once per goal and each step runs "
+        "the current stream alone (about half the transformer's cost); false: LoFTR/GMFlow's symmetric streams (paper)",
+    )
 
 
 class ControllerConfig(Section):
@@ -435,7 +440,8 @@ class TrainConfig(Section):
     init_from: str | None = Field(
         default=None,
         description="a run without checkpoints of its own starts from these weights (a checkpoint folder or "
-        "pretrained:<name>; the same network, policy.input_size may differ) at step 0 with a fresh optimiser",
+        "pretrained:<name>; the same network, except that policy.input_size and transformer.cache_desired may differ "
+        "and the transformer and controller may be shallower, taking its first blocks), at step 0, fresh optimiser",
     )
 
 

@@ -120,17 +120,24 @@ class FeatureTransformer(nn.Module):
     """`depth` x (self, cross) attention over the current and desired token grids, with shared weights.
 
     As GMFlow does, both images go through the same layers by stacking (current, desired) and (desired, current)
-    in the batch, so the two streams stay symmetric.
+    in the batch, so the two streams stay symmetric. With `cache_desired`, the desired stream attends only to itself
+    (its cross blocks take its own tokens as the context): it no longer depends on the current image, so
+    `encode_desired` runs it once per goal and `step` runs the current stream alone, attending to the cached layers.
     """
 
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, rope_temperature: float) -> None:
+    def __init__(
+        self, dim: int, depth: int, heads: int, mlp_ratio: float, rope_temperature: float, cache_desired: bool = False
+    ) -> None:
         super().__init__()
+        self.cache_desired = cache_desired
         self.rope = GridRope(dim // heads, rope_temperature)
         self.self_blocks = nn.ModuleList(AttentionBlock(dim, heads, mlp_ratio) for _ in range(depth))
         self.cross_blocks = nn.ModuleList(AttentionBlock(dim, heads, mlp_ratio, cross=True) for _ in range(depth))
 
     def forward(self, fc: Tensor, fd: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         """fc, fd: (B, h*w, C) tokens of the current and desired images; returns both updated."""
+        if self.cache_desired:
+            return self.step(fc, self.encode_desired(fd, h, w), h, w)
         B = fc.shape[0]
         x = torch.cat([fc, fd], dim=0)
         rope = self.rope(h, w, x)
@@ -139,3 +146,30 @@ class FeatureTransformer(nn.Module):
             other = torch.cat([x[B:], x[:B]], dim=0)
             x = ca(x, rope, other)
         return x[:B], x[B:]
+
+    def encode_desired(self, fd: Tensor, h: int, w: int) -> Tensor:
+        """`cache_desired` only: desired tokens (B, h*w, C) -> (B, depth + 1, h*w, C), the context each layer's cross
+        block of the current stream attends to (the desired stream after that layer's self block), then its output."""
+        if not self.cache_desired:
+            raise ValueError("the desired stream attends to the current image here: set cache_desired to cache it")
+        rope = self.rope(h, w, fd)
+        layers = []
+        for sa, ca in zip(self.self_blocks, self.cross_blocks, strict=True):
+            fd = sa(fd, rope)
+            layers.append(fd)
+            fd = ca(fd, rope, fd)
+        return torch.stack([*layers, fd], dim=1)
+
+    def step(self, fc: Tensor, desired: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """`cache_desired` only: current tokens (B, h*w, C) and `encode_desired`'s (B, depth + 1, h*w, C) -> the
+        updated current tokens and the desired stream's output, (B, h*w, C) each."""
+        if not self.cache_desired:
+            raise ValueError("the desired stream attends to the current image here: set cache_desired to cache it")
+        if desired.ndim != 4 or desired.shape[1] != len(self.self_blocks) + 1:
+            raise ValueError(
+                f"expected the cached desired layers (B, {len(self.self_blocks) + 1}, N, C), got {tuple(desired.shape)}"
+            )
+        rope = self.rope(h, w, fc)
+        for i, (sa, ca) in enumerate(zip(self.self_blocks, self.cross_blocks, strict=True)):
+            fc = ca(sa(fc, rope), rope, desired[:, i])
+        return fc, desired[:, -1]

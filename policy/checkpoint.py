@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +28,11 @@ SCHEMA = 1
 WEIGHTS, META, TRAINER = "model.safetensors", "policy.json", "trainer.pt"
 # Keys that change the network's parameters; servo options, precision and losses may differ freely.
 ARCHITECTURE = ("input_size", "backbone", "transformer", "controller")
+# What a warm start (`train.init_from`) may change. Every layer works on any patch grid, so weights trained at one
+# input size start another; caching the desired stream changes no parameter; and a shallower stack of blocks takes
+# the first blocks of a deeper one (each block is a residual update, so the first ones are a network of their own).
+WARM_START_FREE = ("policy.input_size", "policy.transformer.cache_desired")
+WARM_START_SHALLOWER = ("policy.transformer.depth", "policy.controller.depth")
 
 
 def build_policy(cfg: PolicyConfig) -> CNSv2Policy:
@@ -108,13 +114,26 @@ class DamagedCheckpointError(ValueError):
 
 
 def check_architecture(
-    path: str | os.PathLike[str], meta: dict[str, Any], cfg: PolicyConfig, sections: tuple[str, ...] = ARCHITECTURE
+    path: str | os.PathLike[str],
+    meta: dict[str, Any],
+    cfg: PolicyConfig,
+    sections: tuple[str, ...] = ARCHITECTURE,
+    free: tuple[str, ...] = (),
+    shallower: tuple[str, ...] = (),
 ) -> PolicyConfig:
-    """The saved PolicyConfig; ValueError in one line naming the folder and every differing key of `sections`."""
+    """The saved PolicyConfig; ValueError in one line naming the folder and every differing key of `sections`
+    except the keys in `free`. A key in `shallower` (a depth) may be smaller in `cfg` than saved, not larger."""
     saved = PolicyConfig.model_validate(meta["policy"])
     old = flatten(saved.model_dump(mode="json"), "policy.")
     new = flatten(cfg.model_dump(mode="json"), "policy.")
-    keys = [k for k in sorted(set(old) | set(new)) if k.split(".")[1] in sections and old.get(k) != new.get(k)]
+    keys = [
+        k
+        for k in sorted(set(old) | set(new))
+        if k.split(".")[1] in sections
+        and old.get(k) != new.get(k)
+        and k not in free
+        and not (k in shallower and int(new[k]) < int(old[k]))
+    ]
     if keys:
         detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} != config {new.get(k)!r}" for k in keys)
         raise ValueError(f"{path}: checkpoint does not fit the configured network ({detail})")
@@ -178,10 +197,10 @@ def resume_point(directory: str | os.PathLike[str], cfg: PolicyConfig) -> Path |
 def warm_start_point(source: str, cfg: PolicyConfig) -> Path:
     """The checkpoint whose weights a new run starts from (`train.init_from`): a folder or `pretrained:<name>`.
 
-    Its network must be the configured one except `policy.input_size`: every layer works on any patch grid (a
-    convolutional backbone, attention with RoPE on grid positions, P2G on the grid), so weights trained at one
-    resolution are a starting point at another. Returns the folder; FileNotFoundError, DamagedCheckpointError, or a
-    one-line ValueError naming the folder and every differing key.
+    Its network must be the configured one except what `WARM_START_FREE` and `WARM_START_SHALLOWER` name: the input
+    size and the desired stream's caching may differ, and the transformer and the controller may be shallower (they
+    take the checkpoint's first blocks, `load_warm_start`). Returns the folder; FileNotFoundError,
+    DamagedCheckpointError, or a one-line ValueError naming the folder and every differing key.
     """
     from policy.pretrained import PREFIX, pretrained_path
 
@@ -189,8 +208,31 @@ def warm_start_point(source: str, cfg: PolicyConfig) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"train.init_from {source!r}: not a policy checkpoint (no such folder)")
     meta = verify_checkpoint(path)
-    check_architecture(path, meta, cfg, tuple(k for k in ARCHITECTURE if k != "input_size"))
+    check_architecture(path, meta, cfg, free=WARM_START_FREE, shallower=WARM_START_SHALLOWER)
     return path
+
+
+def load_warm_start(policy: CNSv2Policy, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> list[str]:
+    """Load a `warm_start_point` checkpoint's weights into `policy`; every parameter of `policy` must come from it.
+
+    A shallower transformer or controller takes the checkpoint's first blocks; returns the names of the checkpoint's
+    tensors left out (its deeper blocks). ValueError naming the tensors when anything else differs."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(Path(path) / WEIGHTS), device=str(device))
+    own = policy.state_dict()
+    block = re.compile(r"^(transformer\.(self|cross)_blocks|controller\.blocks)\.(\d+)\.")
+    dropped = sorted(k for k in saved if k not in own)
+    deeper = {"transformer": policy.cfg.transformer.depth, "controller": policy.cfg.controller.depth}
+    stray = [k for k in dropped if not ((m := block.match(k)) and int(m[3]) >= deeper[k.split(".")[0]])]
+    missing = sorted(k for k in own if k not in saved)
+    if stray or missing:
+        raise ValueError(f"{path}: weights do not fit the network: missing {missing[:8]}, unexpected {stray[:8]}")
+    try:
+        policy.load_state_dict({k: v for k, v in saved.items() if k in own}, strict=True)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{path}: weights do not fit the network: {str(err).splitlines()[-1].strip()}") from err
+    return dropped
 
 
 def load_checkpoint(

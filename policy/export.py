@@ -93,7 +93,8 @@ class _StepGraph(nn.Module):
         B = x.shape[0]
         # Expanded here, in the graph, so that the goal is passed once whatever the batch (the four quarter turns).
         fine = desired_fine.expand(B, -1, -1, -1) if desired_fine is not None else None
-        out = self.policy(x, DesiredCache(desired_tokens.expand(B, -1, -1), fine, self.grid, self.size))
+        tokens = desired_tokens.expand(B, *desired_tokens.shape[1:])
+        out = self.policy(x, DesiredCache(tokens, fine, self.grid, self.size))
         return out.vel, out.gravity_cur, out.gravity_des, out.confidence.float().mean(dim=1)
 
 

@@ -28,7 +28,9 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class DesiredCache:
     """What the desired image contributes at every step, computed once per episode."""
 
-    tokens: Tensor  # (B, N, D) projected backbone features
+    # (B, N, D) projected backbone features; with policy.transformer.cache_desired, (B, depth + 1, N, D): the
+    # desired stream's transformer layers (FeatureTransformer.encode_desired)
+    tokens: Tensor
     fine: Tensor | None  # (B, F, H/s, W/s)
     grid: tuple[int, int]  # (h, w)
     image_size: tuple[int, int]  # (H, W)
@@ -63,7 +65,9 @@ class CNSv2Policy(nn.Module):
             raise ValueError(f"policy.input_size {W}x{H} is not a multiple of the backbone's patch {self.patch}")
         t, c = cfg.transformer, cfg.controller
         self.proj = nn.Linear(self.backbone.out_dim, t.dim)
-        self.transformer = FeatureTransformer(t.dim, t.depth, t.heads, t.mlp_ratio, t.rope_temperature)
+        self.transformer = FeatureTransformer(
+            t.dim, t.depth, t.heads, t.mlp_ratio, t.rope_temperature, cache_desired=t.cache_desired
+        )
         self.fine = FineFeatures(c.fine_dim, self.patch) if c.fine_features else None
         rep_dim = 3 if c.representation == "m" else c.anchors * c.anchors
         self.controller = VelocityHead(
@@ -101,6 +105,8 @@ class CNSv2Policy(nn.Module):
         grid = self._grid(des)
         with self.autocast(des.device):
             tokens = self._tokens(des)
+            if self.cfg.transformer.cache_desired:
+                tokens = self.transformer.encode_desired(tokens, *grid)
             fine = self.fine.encode(des) if self.fine is not None else None
         return DesiredCache(tokens, fine, grid, tuple(des.shape[-2:]))
 
@@ -113,10 +119,13 @@ class CNSv2Policy(nn.Module):
         B = cur.shape[0]
         d_tokens, d_fine = cache.tokens, cache.fine
         if d_tokens.shape[0] != B:  # one desired image for a batch of current images
-            d_tokens = d_tokens.expand(B, -1, -1)
+            d_tokens = d_tokens.expand(B, *d_tokens.shape[1:])
             d_fine = d_fine.expand(B, -1, -1, -1) if d_fine is not None else None
         with self.autocast(cur.device):
-            fc, fd = self.transformer(self._tokens(cur), d_tokens, h, w)
+            if self.cfg.transformer.cache_desired:
+                fc, fd = self.transformer.step(self._tokens(cur), d_tokens, h, w)
+            else:
+                fc, fd = self.transformer(self._tokens(cur), d_tokens, h, w)
             logits = score_logits(fc, fd)  # fp32 inside
             scores = torch.softmax(logits, dim=-1)
             confidence = dual_softmax_confidence(logits)

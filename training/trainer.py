@@ -22,7 +22,14 @@ import torch
 
 from configs import Followed, save_config, with_absolute_paths
 from configs.schema import Config, TrainConfig
-from policy.checkpoint import build_policy, load_trainer_state, resume_point, save_checkpoint, warm_start_point
+from policy.checkpoint import (
+    build_policy,
+    load_trainer_state,
+    load_warm_start,
+    resume_point,
+    save_checkpoint,
+    warm_start_point,
+)
 from policy.losses import policy_loss
 from runtime.threads import resolve_threads, set_torch_threads
 from training.schedule import lr_factor
@@ -83,12 +90,10 @@ class TrainState:
     def warm_start(self) -> Path | None:
         """Load the weights of `train.init_from` (not its optimiser, schedule or step: the run starts at step 0) and
         return that folder; None when it is not set. `policy.checkpoint.warm_start_point` says what is an error."""
-        from safetensors.torch import load_model
-
         if self.cfg.train.init_from is None:
             return None
         path = warm_start_point(self.cfg.train.init_from, self.cfg.policy)
-        load_model(self.policy, str(path / "model.safetensors"), device=str(self.device))
+        load_warm_start(self.policy, path, self.device)
         return path
 
     def save(self) -> Path:

@@ -117,6 +117,24 @@ def test_onnxruntime_reproduces_torch_on_fixed_inputs_at_any_batch(exported: tup
 
 @pytest.mark.unit
 @pytest.mark.slow
+def test_a_cached_desired_stream_exports_its_layers_once_per_goal(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    policy = build_policy(load_config("smoke", [*TINY, "policy.transformer.cache_desired=true"]).policy).eval()
+    folder = export_policy(policy, tmp_path / "onnx")  # checks parity at batch 1 and 4 itself, or raises
+    step = json.loads((folder / SIDECAR).read_text())["graphs"]["step"]
+    assert step["inputs"][1] == {"name": "desired_tokens", "dtype": "float32", "shape": [1, 2, 16, 32]}  # depth 1 + 1
+    desired, current = fixed_inputs((64, 64), batch=3, seed=5)
+    onnx_policy = OnnxPolicy(folder)
+    got = onnx_policy.step(current, onnx_policy.encode_desired(desired))
+    with torch.no_grad():
+        ref = policy(
+            torch.from_numpy(current).permute(0, 3, 1, 2) / 255.0, torch.from_numpy(desired).permute(0, 3, 1, 2) / 255.0
+        )
+    assert np.abs(got.velocity - ref.vel.double().numpy()).max() <= PARITY_TOLERANCE["velocity"]
+
+
+@pytest.mark.unit
+@pytest.mark.slow
 @pytest.mark.parametrize("switch_threshold", [0.1, 1e-9], ids=["pbvs-latched", "hybrid"])
 def test_servo_on_the_exported_graphs_gives_torch_servos_outputs(
     exported: tuple[Path, Path], switch_threshold: float

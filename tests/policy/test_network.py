@@ -58,6 +58,7 @@ def test_every_variant_runs_at_every_size(rep: str, fine: bool) -> None:
         ["policy.controller.representation=p", "policy.loss.aux_match=1.0"],
         ["policy.controller.representation=s", "policy.controller.fine_features=false"],
         ["policy.controller.representation=m"],
+        ["policy.transformer.cache_desired=true"],
     ],
 )
 def test_gradients_reach_every_trainable_parameter(overrides: list[str]) -> None:
@@ -95,9 +96,10 @@ def test_a_frozen_backbone_gets_no_gradient(tmp_path) -> None:  # type: ignore[n
     assert any(p.requires_grad for p in policy.controller.parameters())
 
 
-def test_desired_cache_equals_passing_the_image() -> None:
+@pytest.mark.parametrize("cache_desired", [False, True])
+def test_desired_cache_equals_passing_the_image(cache_desired: bool) -> None:
     torch.manual_seed(0)
-    policy = build_policy(_policy_cfg()).eval()
+    policy = build_policy(_policy_cfg(f"policy.transformer.cache_desired={cache_desired}")).eval()
     cur, des = _images(3, 128, 128)
     with torch.no_grad():
         a = policy(cur, des)
@@ -108,6 +110,30 @@ def test_desired_cache_equals_passing_the_image() -> None:
     torch.testing.assert_close(a.vel, b.vel)
     torch.testing.assert_close(a.vel[1:2], c.vel, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(single.vel[:1], d.vel, atol=1e-5, rtol=1e-5)
+
+
+def test_a_cached_desired_stream_ignores_the_current_image_and_the_symmetric_one_does_not() -> None:
+    torch.manual_seed(0)
+    symmetric = build_policy(_policy_cfg()).eval()
+    cached = build_policy(_policy_cfg("policy.transformer.cache_desired=true")).eval()
+    cached.load_state_dict(symmetric.state_dict())  # the switch changes no parameter
+    cur, des = _images(2, 64, 64)
+    tokens = cached._tokens(des)
+    with torch.no_grad():
+        layers = cached.transformer.encode_desired(tokens, 4, 4)
+        assert layers.shape == (2, 3, 16, 128)  # the smoke transformer's 2 layers' contexts, then its output
+        outs = {name: [net.transformer(net._tokens(c), tokens, 4, 4) for c in (cur, cur.flip(0))]
+                for name, net in (("cached", cached), ("symmetric", symmetric))}  # fmt: skip
+        step_fc, step_fd = cached.transformer.step(cached._tokens(cur), layers, 4, 4)
+    (fc, fd), (_, fd_other) = outs["cached"]
+    for a, b in ((fd, fd_other), (fd, layers[:, -1]), (fc, step_fc), (fd, step_fd)):
+        torch.testing.assert_close(a, b)
+    (_, fd), (_, fd_other) = outs["symmetric"]
+    assert (fd - fd_other).abs().max() > 1e-3  # here the desired stream attends to the current image
+    with pytest.raises(ValueError, match="set cache_desired"):
+        symmetric.transformer.encode_desired(tokens, 4, 4)
+    with pytest.raises(ValueError, match=r"cached desired layers \(B, 3, N, C\)"):
+        cached.transformer.step(cached._tokens(cur), tokens, 4, 4)
 
 
 def test_bad_inputs_are_named() -> None:

@@ -152,6 +152,27 @@ def test_a_new_run_starts_from_init_from_weights_at_another_input_size(small_cfg
 
 
 @pytest.mark.unit
+def test_a_shallower_network_with_a_cached_desired_stream_starts_from_the_first_blocks(small_cfg, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from policy.checkpoint import load_warm_start
+
+    a = TrainState(small_cfg(*TRAIN), torch.device("cpu"))
+    source = a.save()
+    shallow = ["policy.transformer.depth=1", "policy.controller.depth=1", "policy.transformer.cache_desired=true"]
+    cfg = small_cfg(*TRAIN, *shallow, f"train.init_from={source}", f"train.checkpoints={tmp_path / 'rt'}")
+    b = TrainState(cfg, torch.device("cpu"))
+    assert b.warm_start() == source
+    theirs = a.policy.state_dict()
+    for name, tensor in b.policy.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
+    dropped = load_warm_start(b.policy, source)
+    assert {k.split(".")[:3][-1] for k in dropped} == {"1"} and len(dropped) == len(theirs) - len(b.policy.state_dict())
+    assert any(k.startswith("controller.blocks.1.") for k in dropped)
+    assert any(k.startswith("transformer.cross_blocks.1.") for k in dropped)
+    with pytest.raises(ValueError, match=r"missing \[.controller\.blocks\.1\."):  # a deeper network is not taken
+        load_warm_start(a.policy, b.save())
+
+
+@pytest.mark.unit
 def test_init_from_reaches_ray_workers_as_an_absolute_path(small_cfg, tmp_path: Path, monkeypatch) -> None:
     from configs import with_absolute_paths
 
