@@ -344,10 +344,24 @@ def _fmt(row: dict[str, float], key: str) -> str:
     return "-" if v != v else f"{v:.1f}"
 
 
-def _print_row(name: str, runtime: str, size: str, r: dict[str, float]) -> None:
+def over_runs(runs: list[dict[str, float]]) -> dict[str, float]:
+    """One row from the same row's runs (`--repeat`): the median of each column (FPS from the median step), the
+    fastest and slowest run's step ms as `step_min`, `step_max`, the largest `dv`. ValueError for no runs."""
+    if not runs:
+        raise ValueError("no runs to summarise")
+    steps = [r["step"] for r in runs]
+    row = {k: float(np.median([r.get(k, float("nan")) for r in runs])) for k in runs[0] if k not in ("fps", "dv")}
+    row.update(fps=1e3 / row["step"], step_min=min(steps), step_max=max(steps))
+    if "dv" in runs[0]:
+        row["dv"] = max(r["dv"] for r in runs)
+    return row
+
+
+def _print_row(name: str, runtime: str, size: str, r: dict[str, float], repeat: int = 1) -> None:
     stages = " | ".join(_fmt(r, s) for s in STAGES)
     dv = f"{r['dv']:.1e}" if "dv" in r else "-"
-    print(f"| {name} | {runtime} | {size} | {stages} | {r['step']:.1f} | {r['fps']:.1f} | {dv} |")
+    spread = f" {r['step_min']:.1f}-{r['step_max']:.1f} |" if repeat > 1 else ""
+    print(f"| {name} | {runtime} | {size} | {stages} | {r['step']:.1f} |{spread} {r['fps']:.1f} | {dv} |")
 
 
 @contextmanager
@@ -361,6 +375,38 @@ def _exported(target: str, overrides: list[str]) -> Iterator[tuple[CNSv2Policy, 
         yield policy, export_policy(policy, Path(tmp) / "export", check=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _latency_table(args: argparse.Namespace, device: torch.device, runtimes: list[str]) -> None:
+    """Time every (target, search period, runtime) row `args.repeat` times, the rows in turn, and print the table."""
+    spread = " Servo.step ms, fastest-slowest run |" if args.repeat > 1 else ""
+    print(
+        "| policy | runtime | input | backbone ms | transformer ms | P2G ms | fine ms | controller ms | "
+        f"Servo.step ms |{spread} FPS | max abs dv vs torch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.repeat > 1 else ""))
+    runs: dict[tuple[str, int, str], list[dict[str, float]]] = defaultdict(list)
+    with ExitStack() as stack:
+        exports: dict[str, tuple[CNSv2Policy, Path]] = {}  # exported once per target, for every period and run
+        for run in range(args.repeat):
+            for target in args.configs:
+                cfg = load_target(target, args.overrides, torch.device("cpu")).cfg
+                iters = args.iters if cfg.input_size[0] <= 256 or device.type == "cuda" else max(2, args.iters // 4)
+                for every in args.turn_search_every if cfg.rot90 else [1]:
+                    n = every * -(-iters // every)  # whole search cycles
+                    for runtime in runtimes:
+                        if runtime == "torch":
+                            r = measure(target, args.overrides, device, n, args.warmup, every)
+                        else:
+                            if target not in exports:
+                                exports[target] = stack.enter_context(_exported(target, args.overrides))
+                            r = measure_onnx(*exports[target], n, args.warmup, torch.get_num_threads(), every)
+                        runs[(target, every, runtime)].append(r)
+                        if run == args.repeat - 1:
+                            name, size = _row_name(target, cfg, every), "x".join(map(str, cfg.input_size))
+                            _print_row(name, runtime, size, over_runs(runs[(target, every, runtime)]), args.repeat)
+            if args.repeat > 1 and run < args.repeat - 1:
+                print(f"run {run + 1}/{args.repeat} timed", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--iters", type=int, default=10, help="timed steps per config (default %(default)s)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--repeat", type=int, default=1, metavar="R",
+        help="time every row R times, the rows in turn, and print the medians and the range of the step time: on a "
+        "shared or throttling machine one run can be off by half (default %(default)s)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument(
         "--turn-search-every", type=int, nargs="+", default=[1, 8], metavar="N",
@@ -391,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.turn_search_every) < 1:
         p.error(f"--turn-search-every: each N must be >= 1, got {args.turn_search_every}")
+    if args.repeat < 1:
+        p.error(f"--repeat: must be >= 1, got {args.repeat}")
     default_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -403,26 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Servo.step, batch 1, desired image cached, fp32 on the CPU, {name}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}{_ort_version() if 'onnx' in runtimes else ''}"
     )
-    print(
-        "| policy | runtime | input | backbone ms | transformer ms | P2G ms | fine ms | controller ms | "
-        "Servo.step ms | FPS | max abs dv vs torch |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for target in args.configs:
-        cfg = load_target(target, args.overrides, torch.device("cpu")).cfg
-        iters = args.iters if cfg.input_size[0] <= 256 or device.type == "cuda" else max(2, args.iters // 4)
-        size = "x".join(map(str, cfg.input_size))
-        with ExitStack() as stack:
-            export = None  # (policy, folder): exported once per target, for every search period
-            for every in args.turn_search_every if cfg.rot90 else [1]:
-                n = every * -(-iters // every)  # whole search cycles
-                for runtime in runtimes:
-                    if runtime == "torch":
-                        r = measure(target, args.overrides, device, n, args.warmup, every)
-                    else:
-                        export = export or stack.enter_context(_exported(target, args.overrides))
-                        r = measure_onnx(*export, n, args.warmup, torch.get_num_threads(), every)
-                    _print_row(_row_name(target, cfg, every), runtime, size, r)
+    _latency_table(args, device, runtimes)
     print(f"reproduce: python -m policy.bench {' '.join(sys.argv[1:] if argv is None else argv)}")
     if device.type == "cpu" and not args.no_load:
         torch.set_num_threads(default_threads)

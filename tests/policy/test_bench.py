@@ -65,3 +65,34 @@ def test_a_step_time_with_turn_searches_is_the_mean_over_a_search_cycle() -> Non
     assert cycle_ms([0.01, 0.03, 0.02], 1) == pytest.approx(20.0)  # every step a search: the median step
     with pytest.raises(ValueError, match="one cycle of 8"):
         cycle_ms(steps[:5], 8)
+
+
+def test_repeated_runs_give_the_median_row_and_the_range_of_the_step() -> None:
+    from policy.bench import over_runs
+
+    runs = [
+        {"step": 20.0, "fps": 50.0, "backbone": 5.0, "dv": 1e-7},
+        {"step": 14.0, "fps": 71.4, "backbone": 3.0, "dv": 3e-7},
+        {"step": 15.0, "fps": 66.7, "backbone": 4.0, "dv": 2e-7},
+    ]
+    row = over_runs(runs)
+    assert row["step"] == 15.0 and row["fps"] == pytest.approx(1e3 / 15.0) and row["backbone"] == 4.0
+    assert (row["step_min"], row["step_max"], row["dv"]) == (14.0, 20.0, 3e-7)
+    assert "dv" not in over_runs([{"step": 10.0, "fps": 100.0}])  # a torch row has no difference to torch
+    with pytest.raises(ValueError, match="no runs"):
+        over_runs([])
+
+
+def test_the_table_of_repeated_runs_has_the_range_column(capsys) -> None:  # type: ignore[no-untyped-def]
+    from policy.bench import main
+
+    args = ["--configs", "smoke", "--runtimes", "torch", "--iters", "2", "--warmup", "0", "--no-load", "--repeat", "2"]
+    assert main([*args, "policy.input_size=[64,64]"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert "fastest-slowest run" in lines[0] and len(lines) == 3  # header, rule, one row
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert len(cells) == lines[0].count("|") - 1 == 12
+    fastest, slowest = map(float, cells[9].split("-"))
+    assert fastest <= float(cells[8]) <= slowest
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "0"])
