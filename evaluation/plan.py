@@ -48,11 +48,9 @@ def resolve_checkpoint(cfg: Config, controllers: Sequence[str]) -> str | None:
     if not any(c in CNSV2 for c in controllers):
         return None
     from policy.checkpoint import latest_checkpoint
-    from policy.pretrained import PREFIX, pretrained_path
+    from policy.pretrained import checkpoint_folder
 
-    if cfg.eval.checkpoint and cfg.eval.checkpoint.startswith(PREFIX):
-        return str(pretrained_path(cfg.eval.checkpoint).resolve())
-    path = Path(cfg.eval.checkpoint) if cfg.eval.checkpoint else latest_checkpoint(cfg.train.checkpoints)
+    path = checkpoint_folder(cfg.eval.checkpoint) if cfg.eval.checkpoint else latest_checkpoint(cfg.train.checkpoints)
     if path is None or not path.is_dir():
         where = cfg.eval.checkpoint or f"under {cfg.train.checkpoints}"
         raise FileNotFoundError(

@@ -202,9 +202,9 @@ def warm_start_point(source: str, cfg: PolicyConfig) -> Path:
     take the checkpoint's first blocks, `load_warm_start`). Returns the folder; FileNotFoundError,
     DamagedCheckpointError, or a one-line ValueError naming the folder and every differing key.
     """
-    from policy.pretrained import PREFIX, pretrained_path
+    from policy.pretrained import checkpoint_folder
 
-    path = pretrained_path(source) if source.startswith(PREFIX) else Path(source)
+    path = checkpoint_folder(source)
     if not path.is_dir():
         raise FileNotFoundError(f"train.init_from {source!r}: not a policy checkpoint (no such folder)")
     meta = verify_checkpoint(path)

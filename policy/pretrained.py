@@ -15,7 +15,7 @@ import torch
 PRETRAINED_DIR = Path(__file__).with_name("pretrained")
 PREFIX = "pretrained:"
 
-__all__ = ["PREFIX", "PRETRAINED_DIR", "available", "load_pretrained", "pretrained_path"]
+__all__ = ["PREFIX", "PRETRAINED_DIR", "available", "checkpoint_folder", "load_pretrained", "pretrained_path"]
 
 
 def available() -> list[str]:
@@ -35,6 +35,12 @@ def pretrained_path(name: str) -> Path:
     if not name or "/" in name or not (path / "policy.json").is_file():
         raise FileNotFoundError(f"no pretrained policy {name!r}; shipped: {', '.join(available()) or 'none'}")
     return path
+
+
+def checkpoint_folder(source: str) -> Path:
+    """The folder that `pretrained:<name>` (the shipped policy's, as `pretrained_path`) or a path names (as given,
+    not checked)."""
+    return pretrained_path(source) if source.startswith(PREFIX) else Path(source)
 
 
 def load_pretrained(name: str, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
