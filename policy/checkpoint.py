@@ -51,6 +51,9 @@ def compile_modules(policy: CNSv2Policy, **options: Any) -> CNSv2Policy:
     """
     for module in (policy.backbone, policy.transformer, policy.controller):
         module.compile(**options)
+    t = policy.transformer
+    if t.cache_desired:  # the network calls these two methods, not the compiled forward
+        t.encode_desired, t.step = torch.compile(t.encode_desired, **options), torch.compile(t.step, **options)  # type: ignore[method-assign]
     return policy
 
 

@@ -10,14 +10,14 @@ An export is a folder of two ONNX graphs and a JSON sidecar:
                      checkpoint, each graph's sha256 and signature, the parity measured at export
 ```
 
-Images are RGB uint8 of the canonical camera (square pixels, centred principal point, `input_size`; `K` in the
-sidecar): a real camera's image is remapped to it first (`policy.canonical_camera.CanonicalRemap`, which `Servo`
-does). The encoder runs once per goal; the step graph takes a batch of current images against one cached goal (batch
-1 of the encoder's outputs). With `policy.transformer.cache_desired`, `desired_tokens` is the desired stream's
-transformer layers, (B, depth + 1, N, D), so the step graph runs the current stream alone. `velocity` is the network's normalised prediction (unit world, lambda = 1, `[v / d*,
-w]`), gravity centres are in patch units of the (h, w) grid (Eq. 25; pixel = (g + 0.5) * patch - 0.5), `confidence`
-is the mean dual-softmax matching confidence of each current image. `policy.Servo(folder, ..., runtime="onnx")` runs
-the closed loop on them with the same guards as on torch.
+Images are RGB uint8 of the canonical camera (square pixels, centred principal point, `input_size`; `K` in the sidecar):
+a real camera's image is remapped to it first (`policy.canonical_camera.CanonicalRemap`, which `Servo` does). The
+encoder runs once per goal; the step graph takes a batch of current images against one cached goal (batch 1 of the
+encoder's outputs). With `policy.transformer.cache_desired`, `desired_tokens` is the desired stream's transformer
+layers, (B, depth + 1, N, D), so the step graph runs the current stream alone. `velocity` is the network's normalised
+prediction (unit world, lambda = 1, `[v / d*, w]`), gravity centres are in patch units of the (h, w) grid (Eq. 25; pixel
+= (g + 0.5) * patch - 0.5), `confidence` is the mean dual-softmax matching confidence of each current image.
+`policy.Servo(folder, ..., runtime="onnx")` runs the closed loop on them with the same guards as on torch.
 
 This module imports neither torch nor onnxruntime at import time; onnxruntime is imported when a policy is loaded.
 """

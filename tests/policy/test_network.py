@@ -191,3 +191,7 @@ def test_compile_is_optional_and_keeps_parameter_names() -> None:
     compiled = build_policy(_policy_cfg("policy.compile=true"))
     assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in eager.named_parameters()]
     assert compiled.transformer._compiled_call_impl is not None and eager.transformer._compiled_call_impl is None
+    cached = build_policy(_policy_cfg("policy.transformer.cache_desired=true", "policy.compile=true"))
+    # The network calls the cached stream's two methods, not the transformer's forward: they are compiled too.
+    assert hasattr(cached.transformer.step, "_torchdynamo_orig_callable")
+    assert hasattr(cached.transformer.encode_desired, "_torchdynamo_orig_callable")
