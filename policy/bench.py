@@ -42,7 +42,8 @@ from runtime.threads import SERVO_AUTO_THREADS, set_torch_threads, usable_cpus
 from sim.camera import Camera
 
 STAGES = ("backbone", "transformer", "representation", "fine", "controller")
-SHIPPED = ("pretrained:cnsv2-cpu", "pretrained:cnsv2-cpu-192")  # the CPU policy and its real-time variant
+# The CPU policy and its real-time variants (192 px; 256 px with a cached desired stream and fewer blocks).
+SHIPPED = ("pretrained:cnsv2-cpu", "pretrained:cnsv2-cpu-192", "pretrained:cnsv2-cpu-rt")
 
 
 class StageTimer:
@@ -54,6 +55,9 @@ class StageTimer:
         self._start: dict[str, float] = {}
         self._handles = []
         modules = {"backbone": policy.backbone, "transformer": policy.transformer, "controller": policy.controller}
+        if policy.transformer.cache_desired:  # the network calls its step, not its forward
+            del modules["transformer"]
+            policy.transformer.step = self._wrap("transformer", policy.transformer.step)  # type: ignore[method-assign]
         if policy.fine is not None:
             modules["fine"] = policy.fine
             policy.fine.encode = self._wrap("fine", policy.fine.encode)  # type: ignore[method-assign]

@@ -96,3 +96,13 @@ def test_the_table_of_repeated_runs_has_the_range_column(capsys) -> None:  # typ
     assert fastest <= float(cells[8]) <= slowest
     with pytest.raises(SystemExit):
         main([*args[:-1], "0"])
+
+
+def test_torch_times_every_stage_of_a_network_with_a_cached_desired_stream() -> None:
+    import torch
+
+    from policy.bench import STAGES, measure
+
+    overrides = ["policy.input_size=[64,64]", "policy.transformer.cache_desired=true"]
+    row = measure("smoke", overrides, torch.device("cpu"), iters=2, warmup=0)
+    assert all(row[s] > 0 for s in STAGES), row  # NaN (a stage never timed) fails too
