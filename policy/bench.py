@@ -5,9 +5,10 @@ Servo.step idle and beside two busy torch processes at 1 and 2 threads (`runtime
 
 Configs get random weights (speed does not depend on them); `pretrained:NAME` times a shipped policy. A policy that
 searches the four quarter turns (`policy.rot90`) gets a row per `--turn-search-every` N: a search on one step in N, the
-turn in use alone between; its step time is the mean over N consecutive steps (median over the cycles). ONNX stage times
-are the kernel times onnxruntime's profiler attributes to each stage's nodes (by the module scope and source file the
-exporter records for every node); torch's are wall times between forward hooks.
+turn in use alone between; its step time is the mean over N consecutive steps (median over the cycles); `--repeat R`
+times every row R times and prints the medians and the step's range. ONNX stage times are the kernel times
+onnxruntime's profiler attributes to each stage's nodes (by the module scope and source file the exporter records for
+every node); torch's are wall times between forward hooks.
 """
 
 from __future__ import annotations
