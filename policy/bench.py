@@ -391,11 +391,11 @@ def _latency_table(args: argparse.Namespace, device: torch.device, runtimes: lis
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.repeat > 1 else ""))
     runs: dict[tuple[str, int, str], list[dict[str, float]]] = defaultdict(list)
+    cfgs = {target: load_target(target, args.overrides, torch.device("cpu")).cfg for target in args.configs}
     with ExitStack() as stack:
         exports: dict[str, tuple[CNSv2Policy, Path]] = {}  # exported once per target, for every period and run
         for run in range(args.repeat):
-            for target in args.configs:
-                cfg = load_target(target, args.overrides, torch.device("cpu")).cfg
+            for target, cfg in cfgs.items():
                 iters = args.iters if cfg.input_size[0] <= 256 or device.type == "cuda" else max(2, args.iters // 4)
                 for every in args.turn_search_every if cfg.rot90 else [1]:
                     n = every * -(-iters // every)  # whole search cycles
